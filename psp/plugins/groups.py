@@ -1,0 +1,59 @@
+"""The ``groups`` plugin: hunt groups (RFC 3261 16.5 target sets, 16.6 forking).
+
+At FIRST, a request (carrying no Route to somebody else) whose R-URI user part is a group's
+name - and whose host is the group's ``domain`` when one is set, or else one of our own
+domains - goes to the group's members, MANDATE: all at once (group ``mode sf_forking``)
+or one after the other in the listed order (``mode sf_sequential``; the original parsed
+that mode but always forked).  With the section's ``mode redirect`` the members are
+returned in a 302 instead.
+
+[groups] holds one subsection per group, named after it: ``members`` (URIs), ``mode``,
+``domain``.  The original matched a group without a domain on any host, foreign ones
+included; we require the R-URI to be ours then.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psp.plugins.base import Decision, Level, Location, Plugin, RequestContext, Services
+from psp.settings import Group
+from psp.uri import URI, parse_uri
+
+
+class Groups(Plugin):
+    """Expands a group's address into its members."""
+
+    name = "groups"
+    levels = {"on_request": Level.FIRST}
+
+    def __init__(self, section: Any, services: Services) -> None:
+        super().__init__(section, services)
+        self.reload(section)
+
+    def reload(self, section: Any) -> None:
+        self.section = section
+        self.mode = section.mode if section is not None else "statefull"
+        self.record_route = section.record_route if section is not None else False
+        self.groups = tuple(section.groups) if section is not None else ()
+        self.members = {group.name: tuple(Location(parse_uri(uri)) for uri in group.members)
+                        for group in self.groups}
+
+    def on_request(self, ctx: RequestContext, decision: Decision) -> None:
+        uri = ctx.request.uri
+        if ctx.routed or not isinstance(uri, URI) or not uri.user:
+            return
+        for group in self.groups:
+            if _addresses(group, uri, ctx):
+                mode = "redirect" if self.mode == "redirect" else group.mode
+                decision.by_mode(mode, self.members[group.name], record_route=self.record_route)
+                return
+
+
+def _addresses(group: Group, uri: URI, ctx: RequestContext) -> bool:
+    """Whether ``uri`` is the group's address (19.1.4: user case-sensitive, host not)."""
+    if group.name != uri.user:
+        return False
+    if group.domain is None:
+        return ctx.is_local(uri)
+    return group.domain == uri.host.lower()

@@ -1,0 +1,35 @@
+"""The ``rgstrar`` plugin: the registrar in the chain (RFC 3261 10.3).
+
+At FIRST, a REGISTER that carries no Route to somebody else is handed to
+``psp.registrar.Registrar.handle`` with the location store.  When the registrar takes it
+(its To names one of our domains), its response - the 200 with the bindings, or the
+SipError it raised (400, 404, 420, 423, ...) - is the answer, MANDATE.  A REGISTER for
+another domain is left alone so that it can be forwarded (``ls_sfull``).  Authentication
+is the ``auth`` plugin's, which runs before (REALLY_FIRST).
+"""
+
+from __future__ import annotations
+
+from psp.events import Peer
+from psp.plugins.base import Decision, Level, Plugin, RequestContext
+
+
+def source_text(peer: Peer) -> str:
+    """A peer as the registrar records it: "transport:host:port"."""
+    return f"{peer.transport}:{peer.host}:{peer.port}"
+
+
+class Rgstrar(Plugin):
+    """Answers REGISTER requests for our domains."""
+
+    name = "rgstrar"
+    levels = {"on_request": Level.FIRST}
+
+    def on_request(self, ctx: RequestContext, decision: Decision) -> None:
+        if ctx.request.method != "REGISTER" or ctx.routed:
+            return
+        services = self.services
+        source = source_text(ctx.source)
+        response = services.registrar.handle(ctx.request, services.store, ctx.now, source)
+        if response is not None:
+            decision.respond(response)
