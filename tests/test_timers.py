@@ -1,0 +1,99 @@
+"""Timer values (RFC 3261 17 / table 4, RFC 6026) and the clock-free deadline heap."""
+
+import pytest
+
+from psp.timers import Timer, TimerHeap, TimerSettings
+
+S = TimerSettings()
+
+
+def test_defaults_are_the_rfc_values():
+    assert (S.t1, S.t2, S.t4, S.timer_c) == (0.5, 4.0, 5.0, 180.0)
+
+
+@pytest.mark.parametrize("timer", [Timer.A, Timer.E, Timer.G])
+def test_retransmission_timers_start_at_t1_and_never_on_reliable(timer):
+    assert S.duration(timer, reliable=False) == 0.5
+    assert S.duration(timer, reliable=True) is None
+
+
+@pytest.mark.parametrize("timer", [Timer.B, Timer.F, Timer.H, Timer.L, Timer.M])
+def test_transaction_timeouts_are_64_t1_on_any_transport(timer):
+    assert S.duration(timer, reliable=False) == 32.0
+    assert S.duration(timer, reliable=True) == 32.0
+
+
+def test_wait_timers_on_udp_and_zero_on_reliable():
+    assert S.duration(Timer.D, False) == 32.0
+    assert S.duration(Timer.I, False) == S.duration(Timer.K, False) == 5.0
+    assert S.duration(Timer.J, False) == 32.0
+    for timer in (Timer.D, Timer.I, Timer.J, Timer.K):
+        assert S.duration(timer, True) == 0.0
+
+
+def test_timer_d_is_never_below_64_t1_nor_32_s():
+    assert TimerSettings(t1=1.0, t2=4.0).duration(Timer.D, False) == 64.0
+    assert TimerSettings(t1=0.1, t2=4.0).duration(Timer.D, False) == 32.0
+
+
+def test_values_derive_from_configured_t1_t4_and_c():
+    s = TimerSettings(t1=0.1, t2=0.4, t4=1.0, timer_c=200.0)
+    assert s.duration(Timer.B, False) == pytest.approx(6.4)
+    assert s.duration(Timer.K, False) == 1.0
+    assert s.duration(Timer.C, False) == s.duration(Timer.C, True) == 200.0
+
+
+def test_backoff_a_doubles_without_cap_e_and_g_cap_at_t2():
+    intervals = [0.5]
+    for _ in range(6):
+        intervals.append(S.backoff(Timer.A, intervals[-1]))
+    assert intervals == [0.5, 1, 2, 4, 8, 16, 32]
+    for timer in (Timer.E, Timer.G):
+        capped = [0.5]
+        for _ in range(5):
+            capped.append(S.backoff(timer, capped[-1]))
+        assert capped == [0.5, 1, 2, 4, 4, 4]
+
+
+@pytest.mark.parametrize("kwargs", [{"t1": 0}, {"t4": -1}, {"t1": 5.0, "t2": 4.0}, {"timer_c": 0}])
+def test_bad_settings_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        TimerSettings(**kwargs)
+
+
+def test_heap_pops_due_payloads_in_deadline_then_schedule_order():
+    heap: TimerHeap[str] = TimerHeap()
+    heap.schedule(3.0, "c")
+    heap.schedule(1.0, "a1")
+    heap.schedule(1.0, "a2")
+    heap.schedule(2.0, "b")
+    assert heap.next_deadline() == 1.0
+    assert heap.pop_due(0.5) == []
+    assert heap.pop_due(2.0) == ["a1", "a2", "b"]
+    assert heap.next_deadline() == 3.0
+    assert len(heap) == 1
+
+
+def test_cancel_is_lazy_and_harmless():
+    heap: TimerHeap[str] = TimerHeap()
+    first = heap.schedule(1.0, "x")
+    heap.schedule(2.0, "y")
+    heap.cancel(first)
+    heap.cancel(first)  # twice: no effect
+    heap.cancel(None)
+    assert len(heap) == 1
+    assert heap.next_deadline() == 2.0  # the cancelled top entry is skipped
+    assert heap.pop_due(10.0) == ["y"]
+    assert heap.next_deadline() is None
+
+
+def test_cancelling_a_fired_handle_is_a_no_op():
+    heap: TimerHeap[str] = TimerHeap()
+    handle = heap.schedule(1.0, "x")
+    later = heap.schedule(5.0, "z")
+    assert heap.pop_due(1.0) == ["x"]
+    heap.cancel(handle)
+    assert len(heap) == 1
+    heap.cancel(later)
+    assert len(heap) == 0
+    assert heap.pop_due(100.0) == []
