@@ -1,0 +1,239 @@
+"""Every Prometheus metric of the server, defined in one place, and the HTTP endpoint.
+
+The rim threads update these metrics; the pure core never sees them.  What the core knows
+(transactions active, retransmissions, timeouts) is read from its ``stats`` at scrape time,
+and so are the depths of the FIFOs, so that nothing is paid per message for them.  Per
+message the threads only pay for a dict lookup of a pre-bound label child and one
+``inc()``/``observe()``.
+
+Each :class:`Metrics` owns its own ``CollectorRegistry`` so that several servers (tests)
+in one process never share counters.  Names use the ``psp_`` prefix; label values are
+bounded (unknown SIP methods are counted as ``other``) so that a peer sending random
+method names cannot grow the series without bound.
+"""
+
+from __future__ import annotations
+
+import re
+import selectors
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from psp.message import Message
+
+#: SIP methods that get a label value of their own; anything else is "other".
+KNOWN_METHODS = frozenset(
+    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER "
+    "MESSAGE UPDATE".split()
+)
+FIFOS = ("inbound", "outbound", "dns")
+THREADS = ("transport", "processor", "resolver")
+
+# From 100 us (an idle processor) to 5 s (a stuck one): SIP's T1 is 0.5 s, so anything
+# above it already means retransmissions.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+)
+
+# Outgoing messages are bytes: peek at the start line and the CSeq method rather than parse.
+_START = re.compile(rb"SIP/2\.0 ([1-6])\d\d |([A-Za-z]+) ")
+_CSEQ = re.compile(rb"\n(?:CSeq)[ \t]*:[ \t]*\d+[ \t]+([A-Za-z]+)", re.IGNORECASE)
+
+StatsSource = Callable[[], Mapping[str, Any]]
+
+
+def method_label(method: str) -> str:
+    """The label value for ``method``: itself when known, else ``other``."""
+    return method if method in KNOWN_METHODS else "other"
+
+
+def message_kind(message: Message) -> str:
+    """The processing-latency kind of ``message``: its method, or ``response``."""
+    method = getattr(message, "method", None)
+    return "response" if method is None else method_label(method)
+
+
+class _CoreCollector(Collector):
+    """Samples the core's statistics when Prometheus scrapes (never per message)."""
+
+    def __init__(self, stats: StatsSource) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._stats()
+        active = GaugeMetricFamily(
+            "psp_transactions_active", "Transactions alive in the core, by kind", labels=["kind"]
+        )
+        for kind, count in sorted(snapshot.get("transactions", {}).items()):
+            active.add_metric([kind], count)
+        yield active
+        yield CounterMetricFamily(
+            "psp_retransmissions", "Messages retransmitted by the transaction layer",
+            value=snapshot.get("retransmissions", 0),
+        )
+        yield CounterMetricFamily(
+            "psp_timeouts", "Transactions ended by a timeout (Timer B, F or H)",
+            value=snapshot.get("timeouts", 0),
+        )
+
+
+class Metrics:
+    """The metrics of one server instance, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        self.fifo_depth = Gauge("psp_fifo_depth", "Items waiting in each FIFO", ["fifo"], registry=reg)
+        self.fifo_wait = Histogram(
+            "psp_fifo_wait_seconds", "Seconds items spent queued in each FIFO", ["fifo"],
+            buckets=LATENCY_BUCKETS, registry=reg,
+        )
+        self.processing = Histogram(
+            "psp_processing_seconds", "Seconds from receipt to the last effect of a message",
+            ["kind"], buckets=LATENCY_BUCKETS, registry=reg,
+        )
+        self._received = Counter(
+            "psp_messages_received", "SIP messages received",
+            ["transport", "method", "status_class"], registry=reg,
+        )
+        self._sent = Counter(
+            "psp_messages_sent", "SIP messages sent",
+            ["transport", "method", "status_class"], registry=reg,
+        )
+        self.parse_errors = Counter(
+            "psp_parse_errors", "Messages that could not be parsed or framed", ["transport"],
+            registry=reg,
+        )
+        self.dropped = Counter(
+            "psp_dropped", "Input dropped without an answer, by reason", ["reason"], registry=reg
+        )
+        self.sheds = Counter(
+            "psp_overload_sheds", "Work refused because a FIFO was full", ["kind"], registry=reg
+        )
+        self.internal_errors = Counter(
+            "psp_internal_errors", "Bugs caught at a thread's top level", ["thread"], registry=reg
+        )
+        self.transport_failures = Counter(
+            "psp_transport_failures", "Connect failures, resets and send errors", ["transport"],
+            registry=reg,
+        )
+        self.dns_lookups = Counter(
+            "psp_dns_lookups", "Resolver jobs, by result", ["result"], registry=reg
+        )
+        self.dns_seconds = Histogram(
+            "psp_dns_lookup_seconds", "Seconds a resolver job took", buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.tcp_connections = Gauge(
+            "psp_tcp_connections", "Open TCP connections", registry=reg
+        )
+        self._bind_children()
+        self._received_children: dict[tuple[str, str, str], Any] = {}
+        self._sent_children: dict[tuple[str, str, str], Any] = {}
+        self._http: tuple[WSGIServer, socket.socket] | None = None  # the server and its stop socket
+
+    def _bind_children(self) -> None:
+        """Pre-bind the label children used on hot paths (a label lookup costs a lock)."""
+        self.wait = {name: self.fifo_wait.labels(name) for name in FIFOS}
+        self.errors = {name: self.internal_errors.labels(name) for name in THREADS}
+        self.lookup_ok = self.dns_lookups.labels("ok")
+        self.lookup_failed = self.dns_lookups.labels("error")
+        self._kinds: dict[str, Any] = {}
+
+    def processing_child(self, kind: str) -> Any:
+        """The processing-latency histogram child for ``kind`` (cached)."""
+        child = self._kinds.get(kind)
+        if child is None:
+            child = self._kinds[kind] = self.processing.labels(kind)
+        return child
+
+    def count_received(self, transport: str, message: Message) -> None:
+        """Count one parsed incoming ``message``."""
+        status = getattr(message, "status", None)
+        if status is None:
+            key = (transport, method_label(message.method), "none")  # type: ignore[attr-defined]
+        else:
+            key = (transport, method_label(message.cseq.method), f"{status // 100}xx")
+        self._child(self._received, self._received_children, key).inc()
+
+    def count_sent(self, transport: str, data: bytes) -> None:
+        """Count one outgoing message from its bytes (start line and CSeq method)."""
+        start = _START.match(data)
+        if start is None:
+            key = (transport, "other", "none")
+        elif start.group(1) is not None:
+            cseq = _CSEQ.search(data)
+            method = cseq.group(1).decode("ascii").upper() if cseq else "other"
+            key = (transport, method_label(method), start.group(1).decode("ascii") + "xx")
+        else:
+            key = (transport, method_label(start.group(2).decode("ascii")), "none")
+        self._child(self._sent, self._sent_children, key).inc()
+
+    @staticmethod
+    def _child(metric: Counter, cache: dict[tuple[str, str, str], Any], key: tuple[str, str, str]) -> Any:
+        child = cache.get(key)
+        if child is None:
+            child = cache[key] = metric.labels(*key)
+        return child
+
+    def watch_fifo(self, name: str, depth: Callable[[], int]) -> None:
+        """Report ``depth()`` as the depth of FIFO ``name`` whenever Prometheus scrapes."""
+        self.fifo_depth.labels(name).set_function(depth)
+
+    def watch_tcp(self, count: Callable[[], int]) -> None:
+        """Report ``count()`` as the number of open TCP connections at scrape time."""
+        self.tcp_connections.set_function(count)
+
+    def watch_core(self, stats: StatsSource) -> None:
+        """Sample the core's ``stats`` (transactions by kind, retransmissions, timeouts)."""
+        self.registry.register(_CoreCollector(stats))
+
+    def serve(self, address: str, port: int) -> int:
+        """Serve ``/metrics`` over HTTP on ``address``:``port`` (port 0: any); the bound port.
+
+        Not prometheus_client's ``start_http_server``: its ``serve_forever`` polls twice a
+        second and makes every shutdown wait for the next poll.  This loop blocks until a
+        scrape or a stop arrives.
+        """
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        server_class = type("MetricsServer", (_MetricsServer,), {"address_family": family})
+        server = make_server(address, port, make_wsgi_app(self.registry), server_class, _QuietHandler)
+        stop_r, stop_w = socket.socketpair()
+        self._http = (server, stop_w)
+        threading.Thread(target=self._serve, args=(server, stop_r), name="metrics", daemon=True).start()
+        return int(server.server_port)
+
+    @staticmethod
+    def _serve(server: WSGIServer, stop: socket.socket) -> None:
+        with stop, selectors.DefaultSelector() as selector:
+            selector.register(server, selectors.EVENT_READ)
+            selector.register(stop, selectors.EVENT_READ)
+            while all(key.fileobj is server for key, _ in selector.select()):
+                server.handle_request()  # readable: returns at once, the reply runs in a thread
+        server.server_close()
+
+    def close(self) -> None:
+        """Stop the HTTP endpoint, if it runs (the serving thread closes its socket)."""
+        if self._http is not None:
+            _server, stop = self._http
+            stop.close()  # the other end becomes readable: the loop ends
+            self._http = None
+
+
+class _MetricsServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a slow scraper never holds the process up at exit
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """Scrapes are not worth a log line each."""

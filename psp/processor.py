@@ -1,0 +1,176 @@
+"""The sfp thread: the single owner of SIP state, driving :class:`psp.core.Core`.
+
+RFC 3261 17 (the transaction layer runs here, and only here) with its timers as data:
+the thread blocks on the inbound FIFO with the next timer deadline as its timeout, so an
+idle server uses no CPU and a timer fires when it is due, not at the next tick.
+
+Each turn takes one item (blocking), then whatever else is already queued (up to
+``BATCH``), hands each to the core, fires due timers, and then drains the core's outbox:
+first the ``before_send`` hook (the SQLite location store commits there, so no 200 OK
+leaves before its registration is on disk), then the messages to the transport and the
+resolver jobs to the resolver.  Batching amortises that hook and the metrics.
+
+A stop item starts the drain: the loop goes on until the core has nothing left to wait
+for or ``drain_time`` has passed; then ``on_exit`` runs on this thread (the location store
+is flushed and closed by the thread that owns it).  A bug while handling one item is logged, counted, and
+the thread goes on with the next.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from psp.events import Outgoing, Received, Resolved, ResolveJob, TransportFailed
+from psp.metrics import Metrics, message_kind
+
+log = logging.getLogger("psp.processor")
+
+BATCH = 64
+STOP = object()  #: put this on the inbound FIFO to make the processor drain and exit
+
+
+class Processor:
+    """Runs the core on its own thread; other threads talk to it through ``inbound``."""
+
+    def __init__(
+        self, core: Any, inbound: queue.Queue[Any], metrics: Metrics, *,
+        send: Callable[[Outgoing], None], resolve: Callable[[ResolveJob], None],
+        before_send: Callable[[], None] | None = None, on_exit: Callable[[], None] | None = None,
+        heartbeat: Callable[[], None] | None = None, heartbeat_interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.core = core
+        self.inbound = inbound
+        self._metrics = metrics
+        self._send = send
+        self._resolve = resolve
+        self._before_send = before_send
+        self._on_exit = on_exit
+        self._heartbeat = heartbeat
+        self._heartbeat_interval = heartbeat_interval
+        self._next_heartbeat = 0.0
+        self._clock = clock
+        self._drain_until: float | None = None
+        self._errors = metrics.errors["processor"]
+        self._wait = metrics.wait["inbound"]
+        self.thread = threading.Thread(target=self.run, name="sfp", daemon=True)
+        metrics.watch_fifo("inbound", inbound.qsize)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, drain_time: float) -> None:
+        """Ask the thread to finish its transactions within ``drain_time`` seconds, then exit."""
+        if self.thread.is_alive():  # a dead thread would never make room on a full FIFO
+            self.inbound.put((STOP, drain_time))
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread; True when it has ended."""
+        if self.thread.ident is not None:
+            self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        """The thread's loop; ``on_exit`` runs here at the end, on the thread that owns the state."""
+        try:
+            while not self._drained():
+                first = self._wait_item()
+                batch = [] if first is None else [first]
+                while len(batch) < BATCH:
+                    try:
+                        batch.append(self.inbound.get_nowait())
+                    except queue.Empty:
+                        break
+                self._turn(batch)
+        finally:
+            if self._on_exit is not None:
+                self._guard(self._on_exit)
+
+    def _turn(self, batch: list[Any]) -> None:
+        now = self._clock()
+        for item in batch:
+            self._guard(self._dispatch, item, now)
+        deadline = self.core.next_deadline()
+        if deadline is not None and deadline <= now:
+            self._guard(self.core.on_timers, now)
+        self._flush()
+        done = self._clock()
+        for item in batch:
+            if type(item) is Received:
+                self._metrics.processing_child(message_kind(item.message)).observe(done - item.t_in)
+        self._beat(done)
+
+    def _wait_item(self) -> Any:
+        now = self._clock()
+        wake = [self.core.next_deadline(), self._drain_until]
+        if self._heartbeat_interval is not None:
+            wake.append(self._next_heartbeat)
+        due = [t for t in wake if t is not None]
+        timeout = max(0.0, min(due) - now) if due else None
+        try:
+            return self.inbound.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _dispatch(self, item: Any, now: float) -> None:
+        kind = type(item)
+        if kind is tuple and item[0] is STOP:
+            self._start_drain(item[1], now)
+            return
+        self._wait.observe(now - item.t_in)
+        if kind is Received:
+            self.core.on_received(item.message, item.peer, now)
+        elif kind is Resolved:
+            self.core.on_resolved(item, now)
+        elif kind is TransportFailed:
+            self.core.on_transport_failed(item, now)
+        else:
+            raise TypeError(f"unexpected item on the inbound FIFO: {item!r}")
+
+    def _guard(self, handler: Callable[..., None], *args: Any) -> None:
+        """Run one handler; a bug is logged with its traceback and counted, and we go on."""
+        try:
+            handler(*args)
+        except Exception:
+            log.exception("internal error in the processor (%s)", getattr(handler, "__name__", handler))
+            self._errors.inc()
+
+    def _flush(self) -> None:
+        outbox = self.core.outbox
+        effects = list(outbox)
+        outbox.clear()
+        # Every turn, not only when there are messages: a timer may have changed the store.
+        if self._before_send is not None:
+            # A failed commit is a bug to see, but the answers still go: the transaction
+            # layer would retransmit them on the client's next retransmission anyway.
+            self._guard(self._before_send)
+        for effect in effects:
+            if type(effect) is ResolveJob:
+                self._guard(self._resolve, effect)
+            else:
+                self._guard(self._send, effect)
+
+    def _beat(self, now: float) -> None:
+        if self._heartbeat is not None and now >= self._next_heartbeat:
+            self._guard(self._heartbeat)
+            self._next_heartbeat = now + (self._heartbeat_interval or 0.0)
+
+    # ------------------------------------------------------------ drain
+
+    def _start_drain(self, drain_time: float, now: float) -> None:
+        if self._drain_until is None:
+            log.info("draining: up to %.1f s for transactions to finish", drain_time)
+            self._drain_until = now + drain_time
+
+    def _drained(self) -> bool:
+        """Draining and either nothing left to wait for or out of time."""
+        if self._drain_until is None:
+            return False
+        return self.core.next_deadline() is None or self._clock() >= self._drain_until

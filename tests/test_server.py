@@ -1,0 +1,221 @@
+"""The server's lifecycle: the real process on loopback, signals, drain, sd_notify, metrics."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from psp.config import load_text
+from psp.parser import parse
+from psp.sdnotify import Notifier
+from psp.server import EX_SOFTWARE, Server, Wiring
+from tests.conftest import LOOPBACK, ROOT, NotifyListener, config_text, free_port
+
+TIMEOUT = 5.0
+
+
+def options(port: int, branch: str, transport: str = "UDP", uri: str | None = None,
+            method: str = "OPTIONS") -> bytes:
+    target = uri or f"sip:{LOOPBACK}"
+    return (
+        f"{method} {target} SIP/2.0\r\n"
+        f"Via: SIP/2.0/{transport} {LOOPBACK}:{port};branch={branch};rport\r\n"
+        f"From: <sip:alice@example.org>;tag=f{branch}\r\nTo: <{target}>\r\n"
+        f"Call-ID: {branch}@example.org\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n"
+        f"Contact: <sip:alice@{LOOPBACK}:{port}>\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+@pytest.fixture
+def udp() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOOPBACK, 0))
+    sock.settimeout(TIMEOUT)
+    yield sock
+    sock.close()
+
+
+def udp_exchange(sock: socket.socket, port: int, data: bytes) -> Any:
+    sock.sendto(data, (LOOPBACK, port))
+    return parse(sock.recv(65535))
+
+
+def wait_for_line(path: Path, text: str, deadline: float) -> bool:
+    """Poll a log file for ``text`` (the log is the only signal a child gives for this)."""
+    while time.monotonic() < deadline:
+        if text in path.read_text(errors="replace"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# ---------------------------------------------------------------- sd_notify
+
+
+def test_notifier_writes_to_an_abstract_socket() -> None:
+    listener = NotifyListener()
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": listener.address})
+        assert notifier.notify(READY=1, STATUS="serving")
+        assert listener.wait_for("READY=1", time.monotonic() + TIMEOUT)
+        assert listener.messages == ["READY=1\nSTATUS=serving"]
+    finally:
+        listener.close()
+
+
+def test_notifier_writes_to_a_path_socket(tmp_path: Path) -> None:
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(TIMEOUT)
+        assert Notifier({"NOTIFY_SOCKET": str(path)}).notify(STOPPING=1)
+        assert sock.recv(100) == b"STOPPING=1"
+
+
+def test_notifier_outside_systemd_is_a_no_op_and_reads_the_watchdog() -> None:
+    assert not Notifier({}).notify(READY=1)
+    assert Notifier({"WATCHDOG_USEC": "3000000"}).watchdog_interval == 1.5
+    assert Notifier({"WATCHDOG_USEC": "3000000", "WATCHDOG_PID": "1"}).watchdog_interval is None
+    assert Notifier({"WATCHDOG_USEC": "junk"}).watchdog_interval is None
+
+
+# ---------------------------------------------------------------- in process
+
+
+def settings_for(**extra: Any) -> Any:
+    port = free_port()
+    return load_text(config_text({"plugins": "syntax", "serverport_udp": port, "serverport_tcp": port,
+                                  "drain_time": 0.5, **extra}))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the death is the point
+def test_watchdog_is_fed_from_the_processor_and_a_dead_thread_stops_the_server() -> None:
+    class DyingCore:
+        """Lets the processor run a few turns, then raises what no handler catches."""
+
+        outbox: list[Any] = []
+
+        def __init__(self) -> None:
+            self.alive = threading.Event()
+
+        def next_deadline(self) -> float | None:
+            if self.alive.is_set():
+                raise SystemExit("the processor thread dies")
+            return None
+
+    core = DyingCore()
+    listener = NotifyListener()
+    notifier = Notifier({"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "100000"})
+    server = Server(settings_for(), notifier, build=lambda _s: Wiring(core, stats=dict))
+    server.start()
+    try:
+        assert listener.wait_for("WATCHDOG=1", time.monotonic() + TIMEOUT)
+        core.alive.set()
+        server.inbound.put(None)  # wake the processor so that it meets its end
+        started = time.monotonic()
+        assert server.wait() == EX_SOFTWARE
+        assert time.monotonic() - started < 3.0
+    finally:
+        listener.close()
+    assert not server.transport.thread.is_alive()
+
+
+# ---------------------------------------------------------------- the real process
+
+
+def test_options_over_udp_and_tcp_then_sigterm_exits_zero(partysip, udp) -> None:
+    server = partysip()
+    response = udp_exchange(udp, server.udp_port, options(udp.getsockname()[1], "z9hG4bK-udp"))
+    assert (response.status, response.top_via.branch) == (200, "z9hG4bK-udp")
+    with socket.create_connection((LOOPBACK, server.tcp_port), timeout=TIMEOUT) as tcp:
+        tcp.sendall(options(tcp.getsockname()[1], "z9hG4bK-tcp", "TCP"))
+        response = parse(tcp.recv(65535))
+    assert (response.status, response.top_via.branch) == (200, "z9hG4bK-tcp")
+    assert server.stop() == 0
+    assert server.notify.wait_for("STOPPING=1", time.monotonic() + TIMEOUT)
+
+
+def test_sigterm_mid_call_drains_and_exits_zero_within_the_drain_time(partysip, udp) -> None:
+    drain_time = 1.5
+    server = partysip(drain_time=drain_time)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as callee:  # rings forever
+        callee.bind((LOOPBACK, 0))
+        callee.settimeout(TIMEOUT)
+        uri = f"sip:bob@{LOOPBACK}:{callee.getsockname()[1]}"
+        trying = udp_exchange(udp, server.udp_port, options(udp.getsockname()[1], "z9hG4bK-call", uri=uri,
+                                                            method="INVITE"))
+        assert trying.status == 100
+        assert parse(callee.recv(65535)).method == "INVITE"  # the call is in progress downstream
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.stop(timeout=drain_time + 10) == 0
+    elapsed = time.monotonic() - started
+    assert elapsed < drain_time + 2.0, f"exit took {elapsed:.2f} s"
+    assert "draining" in server.log()
+
+
+def test_sighup_is_logged_and_the_server_keeps_serving(partysip, udp) -> None:
+    server = partysip()
+    server.proc.send_signal(signal.SIGHUP)
+    assert wait_for_line(server.log_path, "reload requested", time.monotonic() + TIMEOUT)
+    assert udp_exchange(udp, server.udp_port, options(udp.getsockname()[1], "z9hG4bK-hup")).status == 200
+
+
+def test_a_port_in_use_is_one_clear_line_and_a_non_zero_exit(tmp_path: Path, udp) -> None:
+    port = udp.getsockname()[1]
+    config = tmp_path / "partysip.conf"
+    config.write_text(config_text({"serverip": LOOPBACK, "serverport_udp": port, "serverport_tcp": 0,
+                                   "plugins": "syntax", "recovery_file": tmp_path / "loc.sqlite"}))
+    done = subprocess.run([sys.executable, "-m", "psp", "-f", str(config)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode != 0
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(f"cannot bind UDP {LOOPBACK}:{port}: Address already in use")
+
+
+def test_metrics_scraped_under_load_show_queues_and_transactions(partysip) -> None:
+    server = partysip(fifo_size=20000)
+    stop = threading.Event()
+    answers: queue.Queue[int] = queue.Queue()
+
+    def load(n: int) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((LOOPBACK, 0))
+            sock.settimeout(TIMEOUT)
+            port, count = sock.getsockname()[1], 0
+            while not stop.is_set() and count < 2000:
+                for _ in range(50):
+                    sock.sendto(options(port, f"z9hG4bK-{n}-{count}"), (LOOPBACK, server.udp_port))
+                    count += 1
+                for _ in range(50):
+                    try:
+                        sock.recv(65535)
+                    except socket.timeout:
+                        break
+            answers.put(count)
+
+    workers = [threading.Thread(target=load, args=(n,)) for n in range(3)]
+    for worker in workers:
+        worker.start()
+    try:
+        page = server.scrape()
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(30)
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+              for line in page.splitlines() if line and not line.startswith("#")}
+    busy = values['psp_fifo_depth{fifo="inbound"}'] + values['psp_fifo_wait_seconds_sum{fifo="inbound"}']
+    assert busy > 0
+    assert values['psp_transactions_active{kind="NIST"}'] > 0
+    assert values['psp_messages_received_total{method="OPTIONS",status_class="none",transport="udp"}'] > 0
