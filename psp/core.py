@@ -69,7 +69,9 @@ def response_peer(via: Via, source: Peer | None) -> Peer:
     """
     if source is not None and source.transport != "udp":
         return source
-    transport = via.transport.lower()
+    # A request that came over UDP is answered over UDP, whatever its Via claims (RFC 4475
+    # bext01 names TLS in a datagram's Via); only a relayed response follows the Via.
+    transport = "udp" if source is not None else via.transport.lower()
     maddr = via.maddr
     if maddr:
         return Peer(transport, maddr, via.port or DEFAULT_PORT)

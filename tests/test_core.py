@@ -244,3 +244,9 @@ def test_response_peer_over_tcp_is_the_connection_it_came_on():
     via = parse_via("SIP/2.0/TCP 10.0.0.2:5062;branch=z9hG4bK1")[0]
     assert response_peer(via, TCP_PEER) is TCP_PEER
     assert response_peer(via, None) == Peer("tcp", "10.0.0.2", 5062)
+
+
+def test_response_peer_answers_a_datagram_over_udp_whatever_the_via_says():
+    via = parse_via("SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKx")[0]
+    assert response_peer(via, UAC).transport == "udp"
+    assert response_peer(via, None).transport == "tls"
