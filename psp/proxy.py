@@ -1,269 +1,198 @@
-"""A first, simple stateful proxy: the transaction user that proves the engine end to end.
+"""The proxy: the transaction user that drives PartySIP's plugin chain (RFC 3261 section 16).
 
-RFC 3261 section 16 in its simplest form, one branch per request: Max-Forwards (16.3 item
-3, 16.6 item 3), loose-routing Route pre-processing (16.4) and next-hop choice (16.6 items
-6-7), our own Via (16.6 item 8), a 100 Trying for INVITE (16.2), provisional and final
-responses relayed through the server transaction (16.7, the 100 absorbed), CANCEL (16.10,
-9.1-9.2), ACK for 2xx relayed statelessly (16.11 style), stray responses relayed per 16.7
-/ 18.2.2, Timer C (16.6 item 11, 16.8), 408 on a client timeout, 503 on a transport
-error.  OPTIONS to the proxy itself gets 200 with Allow; other requests for us get 404.
+:class:`Proxy` is what the core (psp/core.py) calls for every new request, ACK, CANCEL,
+response and client failure.  For a new request it does, in order:
 
-Seams for the full proxy (plugins, forking, Record-Route, registrar): :meth:`Proxy.route`
-decides the next hop, :meth:`Proxy.answer_locally` handles requests for us,
-:meth:`Proxy.forward` starts a branch, and per-request state lives in :class:`Forward`.
+1. 100 Trying at once for an INVITE (16.2);
+2. 16.4 Route pre-processing on a copy of the request (psp/routing.py);
+3. an OPTIONS addressed to the proxy itself is answered here (RFC 3261 11, 16.3 item 3),
+   even with Max-Forwards 0; any other request with Max-Forwards 0 gets 483 (16.3 item 3);
+4. the plugin chain decides (docs/plugins.md), and the decision is carried out: STOP drops
+   the request, UAS and REDIRECT answer it locally, FORK and SEQ forward it through a
+   :class:`psp.context.ProxyContext` (16.5 to 16.10).
+
+ACKs for 2xx (and any ACK no transaction absorbs) are relayed statelessly along their
+Route set (16.11 style); a CANCEL gets 200 whenever its INVITE's server transaction exists
+and then cancels that INVITE's branches (16.10), or 481; a response that matches no
+transaction is relayed by its Via only when its top Via is ours (16.7 step 3, 18.2.2),
+else dropped and counted.  The registrations' expiry runs on the core's timers.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from psp.branch import COOKIE
-from psp.core import TU, response_peer
+from psp import branch, forwarding
+from psp.context import Branch, ProxyContext
+from psp.core import TU, Core, response_peer
 from psp.errors import SipError
-from psp.events import Peer, Resolved
-from psp.headers import Via
+from psp.events import Peer
 from psp.message import Request, Response, make_response
+from psp.plugins.base import Decision, Mode, RequestContext, Services, State
+from psp.plugins.chain import Chain
+from psp.rfc3263 import Blocklist
+from psp.routing import Local, Locator, is_routed, next_hop, preprocess
 from psp.timers import TimerHandle
-from psp.transaction import State, Transaction, derived_request
-from psp.uri import URI, AbsoluteURI
+from psp.transaction import Transaction
+from psp.uri import URI
 
-ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE"
-DEFAULT_MAX_FORWARDS = 70
-DEFAULT_PORT = 5060
-
-
-@dataclass(frozen=True)
-class Local:
-    """Who we are: the hosts (names and addresses) and ports we answer to, and our Via host."""
-
-    hosts: frozenset[str]
-    ports: Mapping[str, int]  # transport ('udp', 'tcp') -> our port
-    via_host: str
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> Local:
-        """From partysip.conf's serverip, serverip6, servername and serverport_* keys."""
-        ips = tuple(settings.serverip) + tuple(settings.serverip6)
-        names = tuple(settings.servername)
-        ports = {"udp": settings.serverport_udp}
-        if settings.serverport_tcp:
-            ports["tcp"] = settings.serverport_tcp
-        hosts = frozenset(host.lower() for host in ips + names)
-        return cls(hosts, ports, (ips or names)[0])
-
-    def is_us(self, uri: URI | AbsoluteURI) -> bool:
-        """True when ``uri`` names this proxy (PartySIP's rule: a missing port matches)."""
-        if not isinstance(uri, URI) or uri.host.lower() not in self.hosts:
-            return False
-        return uri.port is None or uri.port in self.ports.values()
-
-
-@dataclass
-class Forward:
-    """The state of one proxied request: its server transaction and its single branch."""
-
-    server_tx: Transaction
-    request: Request  # the copy we forward
-    client_tx: Transaction | None = None
-    timer_c: TimerHandle[Any] | None = None
-    cancel_pending: bool = False  # CANCEL received before any provisional on the branch (9.1)
-
-
-def numeric_host(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+# What an OPTIONS to the proxy lists: every method it relays or answers.
+ALLOW = ("INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO, SUBSCRIBE, NOTIFY, "
+         "REFER, MESSAGE, PUBLISH")
 
 
 class Proxy(TU):
-    """The transaction user: forwards what is not for us, answers OPTIONS to us."""
+    """The transaction user of the core: validation, the chain, and forwarding (module doc)."""
 
-    def __init__(self, config: Local | Any) -> None:
-        self.local = config if isinstance(config, Local) else Local.from_settings(config)
+    def __init__(self, local: Local, chain: Chain, services: Services, *,
+                 blocklist: Blocklist | None = None, add_path: bool = False) -> None:
+        self.local = local
+        self.chain = chain
+        self.services = services
+        self.blocklist = blocklist
+        self.add_path = add_path
+        self.stats = {"stray_dropped": 0, "stopped": 0}
+        self._expiry: TimerHandle[Any] | None = None
+        self._expiry_at: float | None = None
 
-    # ------------------------------------------------------------------ requests
+    @classmethod
+    def from_settings(cls, settings: Any, chain: Chain, services: Services,
+                      blocklist: Blocklist | None = None) -> Proxy:
+        """The proxy partysip.conf describes (serverip, servername, ports, rfc3327)."""
+        local = Local.from_settings(settings, services.secret)
+        return cls(local, chain, services, blocklist=blocklist, add_path=settings.rfc3327)
+
+    def attach(self, core: Core) -> None:
+        super().attach(core)
+        self.locator = Locator(core, self.blocklist)
+        self._arm_expiry()
+
+    def request_key(self, request: Request) -> str:
+        """The loop-detecting key of the branches of ``request`` (psp/branch.py)."""
+        return branch.request_key(request, self.services.secret)
+
+    # ------------------------------------------------------------------ new requests
 
     def on_request(self, server_tx: Transaction, request: Request, now: float) -> None:
-        forwarded = self.prepare(request)
-        target = self.route(forwarded)
-        if target is None:
-            self.answer_locally(server_tx, request, now)
-            return
         if request.method == "INVITE":
             self.core.respond(server_tx, make_response(request, 100), now)
-        self.forward(Forward(server_tx, forwarded), target, now)
-
-    def prepare(self, request: Request) -> Request:
-        """A copy of ``request`` with Max-Forwards checked and decremented (16.3 item 3, 16.6 item 3)."""
-        hops = request.max_forwards
-        if hops is not None and hops <= 0:
-            raise SipError("Max-Forwards reached 0", status=483)
-        forwarded = request.copy()
-        forwarded.set_header("Max-Forwards", str(DEFAULT_MAX_FORWARDS if hops is None else hops - 1))
-        return forwarded
-
-    def route(self, request: Request) -> URI | None:
-        """The next hop of ``request`` (16.4, 16.6 items 6-7), None when it is for us.
-
-        Our own top Route is removed from ``request`` (loose routing).
-        """
-        routes = request.routes
-        if routes and self.local.is_us(routes[0].uri):
-            routes.pop(0)
-        if routes:
-            target = routes[0].uri
-        elif self.local.is_us(request.uri):
-            return None
-        else:
-            target = request.uri
-        if not isinstance(target, URI):
-            raise SipError(f"cannot route to {target}", status=416)
-        return target
-
-    def answer_locally(self, server_tx: Transaction, request: Request, now: float) -> None:
-        if request.method != "OPTIONS":
-            raise SipError("no such user here", status=404)
-        self.core.respond(server_tx, make_response(request, 200, headers=[("Allow", ALLOW)]), now)
-
-    def forward(self, ctx: Forward, target: URI, now: float) -> None:
-        """Send ``ctx.request`` to ``target`` on a new client transaction, resolving names first."""
-        server_tx = ctx.server_tx
-        server_tx.context = ctx
-        transport = (target.transport or "udp").lower()
-        ctx.request.push_via(self.our_via(transport))
-        if ctx.request.method == "INVITE":
-            self._arm_timer_c(ctx, now)
-
-        def start(peer: Peer, now: float) -> None:
-            if server_tx.state in (State.PROCEEDING, State.TRYING):  # not answered meanwhile
-                ctx.client_tx = self.core.send_request(ctx.request, peer, now, context=ctx)
-        self.resolve(target.host, target.port, transport, start, lambda t: self._fail(ctx, 503, t), now)
-
-    def our_via(self, transport: str) -> Via:
-        """A Via for us with a fresh branch and an empty rport (RFC 3581) (16.6 item 8)."""
-        branch = COOKIE + secrets.token_hex(12)
-        port = self.local.ports.get(transport, self.local.ports.get("udp"))
-        return Via(transport.upper(), self.local.via_host, port, {"branch": branch, "rport": None})
-
-    def resolve(self, host: str, port: int | None, transport: str,
-                found: Callable[[Peer, float], None], failed: Callable[[float], None], now: float) -> None:
-        """Call ``found(peer, now)`` with the first target for ``host``, or ``failed(now)``."""
-        if numeric_host(host):
-            found(Peer(transport, host, port or DEFAULT_PORT), now)
+        routed = request.copy()
+        preprocess(routed, self.local)
+        if self._for_us(routed):
+            self._answer(server_tx, None, make_response(request, 200, headers=[("Allow", ALLOW)]), now)
             return
+        if request.max_forwards == 0:
+            raise SipError("Max-Forwards reached 0", status=483)
+        ctx = RequestContext(routed, server_tx.peer, now, is_routed(routed, self.local),
+                             self.local.is_local, self.services)
+        decision = self.chain.run_request(ctx)
+        self._arm_expiry()  # the chain may have registered or removed bindings
+        self._carry_out(server_tx, ctx, decision, now)
 
-        def resolved(answer: Resolved, now: float) -> None:
-            if answer.targets:
-                found(answer.targets[0], now)
-            else:
-                failed(now)
-        self.core.resolve(host, port, transport, resolved, now)
+    def _for_us(self, request: Request) -> bool:
+        """An OPTIONS for the proxy itself: no Route left and a user-less R-URI of ours."""
+        uri = request.uri
+        return (request.method == "OPTIONS" and not request.routes and isinstance(uri, URI)
+                and uri.user is None and self.local.is_local(uri))
+
+    def _carry_out(self, server_tx: Transaction, ctx: RequestContext, decision: Decision,
+                   now: float) -> None:
+        """Act on the chain's settled decision (docs/proxy.md, the decision table)."""
+        if decision.state is State.STOP:
+            self.stats["stopped"] += 1
+        elif decision.mode in (Mode.UAS, Mode.REDIRECT):
+            response = decision.response
+            if response is None:
+                assert decision.status is not None  # the chain settles UAS/REDIRECT with one
+                response = make_response(server_tx.request, decision.status, decision.reason,
+                                         headers=decision.local_headers())
+            self._answer(server_tx, ctx, response, now)
+        else:
+            ProxyContext(self, server_tx, ctx, decision).start(now)
+
+    def _answer(self, server_tx: Transaction, ctx: RequestContext | None, response: Response,
+                now: float) -> None:
+        """A response of our own; the plugins' on_send_response sees it when there is a context."""
+        if ctx is None or self.chain.run_send_response(ctx, response):
+            self.core.respond(server_tx, response, now)
 
     # ------------------------------------------------------------------ ACK and CANCEL
 
     def on_ack(self, request: Request, peer: Peer, now: float) -> None:
-        """An ACK for a 2xx is forwarded statelessly; one for us, or unroutable, ends here."""
+        """An ACK for a 2xx: relayed statelessly along its Route set, or absorbed if it is ours."""
+        ack = request.copy()
+        preprocess(ack, self.local)
+        if not ack.routes and self.local.is_local(ack.uri):
+            return  # the ACK of a 2xx we sent ourselves
         try:
-            forwarded = self.prepare(request)
-            target = self.route(forwarded)
+            hop = next_hop(ack)
         except SipError:
             return  # an ACK is never answered
-        if target is None:
-            return
-        transport = (target.transport or "udp").lower()
-        forwarded.push_via(self.our_via(transport))
+        self.locator.locate(hop, partial(self._send_ack, ack), lambda now: None, now)
 
-        def send(peer: Peer, now: float) -> None:
-            self.core.send_stateless(forwarded, peer, now)
-        self.resolve(target.host, target.port, transport, send, lambda t: None, now)
+    def _send_ack(self, ack: Request, targets: tuple[Peer, ...], now: float) -> None:
+        try:
+            forwarded = forwarding.stateless_ack(ack, self.local, self.services.secret,
+                                                 targets[0].transport)
+        except SipError:
+            return  # Max-Forwards exhausted: dropped, as an ACK gets no answer
+        self.core.send_stateless(forwarded, targets[0], now)
 
     def on_cancel(self, cancel_stx: Transaction, invite_stx: Transaction | None, now: float) -> None:
-        """16.10: 200 to the CANCEL, then cancel the branch once it had a provisional (9.1)."""
+        """16.10: 200 whenever the INVITE's server transaction exists, then cancel its branches."""
         if invite_stx is None:
             raise SipError("no transaction to cancel", status=481)
         self.core.respond(cancel_stx, make_response(cancel_stx.request, 200), now)
-        ctx = invite_stx.context
-        if not isinstance(ctx, Forward) or invite_stx.state is not State.PROCEEDING:
-            return  # answered here, or already final: the CANCEL has no effect (9.2)
-        if ctx.client_tx is None:
-            # the branch does not exist yet (name still resolving): nothing to cancel downstream
-            self._fail(ctx, 487, now)
-        elif ctx.client_tx.state is State.PROCEEDING:
-            self._send_cancel(ctx, ctx.client_tx, now)
-        elif ctx.client_tx.state is State.CALLING:
-            ctx.cancel_pending = True
+        context = invite_stx.context
+        if isinstance(context, ProxyContext):
+            context.cancel(now)
 
-    def _send_cancel(self, ctx: Forward, client_tx: Transaction, now: float) -> None:
-        ctx.cancel_pending = False
-        self.core.send_request(derived_request(ctx.request, "CANCEL"), client_tx.peer, now)
-
-    # ------------------------------------------------------------------ responses
+    # ------------------------------------------------------------------ responses and failures
 
     def on_response(self, client_tx: Transaction, response: Response, now: float) -> None:
-        """16.7: relay through the server transaction; a 100 stops here; CANCELs' answers too."""
-        ctx = client_tx.context
-        if not isinstance(ctx, Forward):
-            return
-        if response.status < 200 and ctx.cancel_pending:
-            self._send_cancel(ctx, client_tx, now)
-        if response.status == 100:
-            return
-        if response.status < 200:
-            if ctx.timer_c is not None:
-                self._arm_timer_c(ctx, now)  # 16.7 item 2: a provisional restarts Timer C
-        else:
-            self.core.cancel_timer(ctx.timer_c)
-        response.pop_via()
-        self.core.respond(ctx.server_tx, response, now)
-
-    def on_stray_response(self, response: Response, peer: Peer, now: float) -> None:
-        """A response of no transaction (a late 2xx retransmission): relay it statelessly."""
-        top = response.top_via
-        if top is None or top.host.lower() not in self.local.hosts or len(response.vias) < 2:
-            return
-        response.pop_via()
-        next_via = response.top_via
-        assert next_via is not None
-        self.core.send_stateless(response, response_peer(next_via, None), now)
+        owner = client_tx.context
+        if isinstance(owner, Branch):  # else: the answer to one of our CANCELs, kept here
+            owner.context.on_response(owner, client_tx, response, now)
 
     def on_client_timeout(self, client_tx: Transaction, now: float) -> None:
-        self._branch_failed(client_tx, 408, now)
+        owner = client_tx.context
+        if isinstance(owner, Branch):
+            owner.context.on_failure(owner, client_tx, 408, now)
 
     def on_client_error(self, client_tx: Transaction, now: float) -> None:
-        self._branch_failed(client_tx, 503, now)
+        owner = client_tx.context
+        if isinstance(owner, Branch):  # 16.9: a transport error counts as a 503
+            owner.context.on_failure(owner, client_tx, 503, now)
 
     def on_server_terminated(self, server_tx: Transaction, now: float) -> None:
-        ctx = server_tx.context
-        if isinstance(ctx, Forward):
-            self.core.cancel_timer(ctx.timer_c)
+        context = server_tx.context
+        if isinstance(context, ProxyContext):
+            context.server_gone(now)
 
-    def _branch_failed(self, client_tx: Transaction, status: int, now: float) -> None:
-        ctx = client_tx.context
-        if isinstance(ctx, Forward) and ctx.client_tx is client_tx:
-            self._fail(ctx, status, now)
+    def on_stray_response(self, response: Response, peer: Peer, now: float) -> None:
+        """A response of no transaction (a late 2xx): relayed by the next Via if the top one is ours."""
+        vias = response.vias
+        if len(vias) < 2 or not self.local.is_our_via(vias[0]) or branch.key_of(vias[0].branch) is None:
+            self.stats["stray_dropped"] += 1
+            return
+        response.pop_via()
+        upstream = response.top_via
+        assert upstream is not None  # there were two Vias
+        self.core.send_stateless(response, response_peer(upstream, None), now)
 
-    def _fail(self, ctx: Forward, status: int, now: float) -> None:
-        """Answer the request ourselves; a no-op once a final response went upstream."""
-        self.core.cancel_timer(ctx.timer_c)
-        request = ctx.server_tx.request
-        self.core.respond(ctx.server_tx, make_response(request, status), now)
+    # ------------------------------------------------------------------ registrations
 
-    # ------------------------------------------------------------------ Timer C
+    def _arm_expiry(self) -> None:
+        """Run the location store's expiry at its next deadline (on the core's timer heap)."""
+        due = self.services.store.next_expiry()
+        if due is None or (self._expiry_at is not None and self._expiry_at <= due):
+            return
+        self.core.cancel_timer(self._expiry)
+        self._expiry_at = due
+        self._expiry = self.core.call_at(due, self._expire)
 
-    def _arm_timer_c(self, ctx: Forward, now: float) -> None:
-        self.core.cancel_timer(ctx.timer_c)
-        ctx.timer_c = self.core.call_at(now + self.core.settings.timer_c, lambda t: self._timer_c(ctx, t))
-
-    def _timer_c(self, ctx: Forward, now: float) -> None:
-        """16.8: cancel a branch that had a provisional, else answer 408 for it."""
-        ctx.timer_c = None
-        if ctx.client_tx is not None and ctx.client_tx.state is State.PROCEEDING:
-            self._send_cancel(ctx, ctx.client_tx, now)
-        else:
-            self._fail(ctx, 408, now)
+    def _expire(self, now: float) -> None:
+        self._expiry = self._expiry_at = None
+        self.services.store.expire(now)
+        self._arm_expiry()

@@ -24,10 +24,11 @@ import select
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psp.metrics import Metrics
 from psp.processor import Processor
@@ -35,6 +36,9 @@ from psp.resolver import Resolver
 from psp.sdnotify import Notifier
 from psp.settings import Settings
 from psp.transport import BindError, Transport
+
+if TYPE_CHECKING:
+    from psp.digest import Authenticator
 
 log = logging.getLogger("psp.server")
 
@@ -52,17 +56,65 @@ class Wiring:
     stats: Callable[[], Mapping[str, Any]]
     before_send: Callable[[], None] | None = None
     close: Callable[[], None] | None = None
+    blocked: Callable[[], int] | None = None  # targets the proxy avoids now (RFC 3263 4.3)
 
 
 def build_core(settings: Settings) -> Wiring:
-    """The core and its transaction user: the one place to swap in another proxy."""
+    """The core, its transaction user (the proxy and its plugin chain) and their services.
+
+    The location store is loaded from the SQLite journal (``recovery_file``) and gets the
+    static users' contacts; the journal commits before each batch of sends.  The secret
+    (loop detection, Record-Route tag, nonces) is ``magicstring`` or one kept next to the
+    journal, so that both survive a restart.
+    """
     from psp.core import Core
+    from psp.location import LocationStore
+    from psp.plugins.base import Services
+    from psp.plugins.chain import Chain
     from psp.proxy import Proxy
+    from psp.registrar import Registrar
+    from psp.rfc3263 import Blocklist
+    from psp.store_sqlite import SqliteJournal, load_or_create_secret
     from psp.timers import TimerSettings
 
-    timers = TimerSettings(settings.t1, settings.t2, settings.t4, settings.timer_c)
-    core = Core(timers, Proxy(settings))
-    return Wiring(core, stats=lambda: snapshot(core.stats))
+    secret = settings.magicstring or load_or_create_secret(settings.recovery_file + ".secret")
+    journal = SqliteJournal(settings.recovery_file)
+    store = LocationStore(journal, journal.load(time.monotonic(), time.time()))
+    limits = settings.sections["rgstrar"]
+    registrar = Registrar(settings.servername, limits.default_expires, limits.min_expires,
+                          limits.max_expires)
+    for user in settings.users:
+        if user.contact:
+            registrar.add_static(store, user.aor, user.contact)
+    services = Services(store, registrar, _authenticator(settings, secret), settings.users,
+                        frozenset(settings.servername), settings, secret.encode())
+    chain = Chain.from_settings(settings, services)
+    blocklist = Blocklist(settings.resolver.blocklist_time)
+    proxy = Proxy.from_settings(settings, chain, services, blocklist)
+    core = Core(TimerSettings(settings.t1, settings.t2, settings.t4, settings.timer_c), proxy)
+
+    def stats() -> dict[str, Any]:
+        return {**snapshot(core.stats), **proxy.stats, "registrations_active": store.count}
+
+    def close() -> None:
+        chain.close()
+        journal.close()
+
+    return Wiring(core, stats=stats, before_send=journal.commit, close=close,
+                  blocked=lambda: blocklist.blocked(time.monotonic()))
+
+
+def _authenticator(settings: Settings, secret: str) -> Authenticator | None:
+    """The digest authenticator of ``serverrealm`` for the [userinfo] users, or None when off."""
+    if not settings.authentication:
+        return None
+    from psp.digest import Authenticator, make_user  # noqa: F811 - the run-time import
+
+    auth = settings.sections["auth"]
+    users = [make_user(user.aor, user.login, settings.serverrealm, password=user.password,
+                       ha1=user.ha1, algorithms=auth.algorithms) for user in settings.users]
+    return Authenticator(settings.serverrealm, secret, users, lifetime=auth.nonce_lifetime,
+                         algorithms=auth.algorithms, force_407=auth.force_use_of_407 == "on")
 
 
 def snapshot(stats: Any) -> dict[str, Any]:
@@ -97,6 +149,8 @@ class Server:
         )
         self.wiring = build(settings)
         self.metrics.watch_core(self.wiring.stats)
+        if self.wiring.blocked is not None:
+            self.metrics.dns.watch_blocklist(self.wiring.blocked)
         interval = self.notifier.watchdog_interval
         self.processor = Processor(
             self.wiring.core, self.inbound, self.metrics,

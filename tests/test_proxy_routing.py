@@ -1,0 +1,226 @@
+"""Validation (RFC 3261 16.3), Route pre-processing (16.4), the forwarded copy (16.6), local
+answers, ACK relaying, loop detection through our branch, and the registrar path."""
+
+from __future__ import annotations
+
+from test_proxy_support import BOB1, PROXY, UAC, bob_store, labels, make_proxy, only
+from test_transaction_fixtures import request, response
+
+from psp.events import Peer
+from psp.location import Binding
+from psp.parser import parse
+from psp.plugins.base import Plugin, State
+from psp.routing import psp_tag
+
+HOP = Peer("udp", "192.0.2.30", 5070)
+RR_ON = "[localdb]\nmode = sf_forking\nrecord-route = on\n"
+
+
+def with_max_forwards(message, value: str | None):
+    line = b"" if value is None else f"Max-Forwards: {value}\r\n".encode()
+    return parse(message.to_bytes().replace(b"Max-Forwards: 70\r\n", line))
+
+
+# ---------------------------------------------------------------- 16.3 and local answers
+
+def test_max_forwards_zero_is_483_but_an_options_for_us_is_answered() -> None:
+    net, _ = make_proxy()
+    net.deliver(with_max_forwards(request(uri="sip:bob@example.com"), "0"), UAC)
+    assert labels(net.take()) == [(UAC, 100), (UAC, 483)]
+    net.deliver(with_max_forwards(request("OPTIONS", uri=f"sip:{PROXY}", branch="z9hG4bK-o"), "0"), UAC)
+    peer, ok = only(net.take())
+    assert (peer, ok.status) == (UAC, 200) and "REGISTER" in ok.header_values("Allow")
+
+
+def test_max_forwards_is_decremented_or_set_to_70() -> None:
+    net, _ = make_proxy()
+    net.deliver(with_max_forwards(request("MESSAGE", uri="sip:bob@192.0.2.21"), "7"), UAC)
+    assert only(net.take())[1].max_forwards == 6
+    net.deliver(with_max_forwards(request("MESSAGE", uri="sip:bob@192.0.2.21", branch="z9hG4bK-2"), None), UAC)
+    assert only(net.take())[1].max_forwards == 70
+
+
+def test_options_for_our_domain_is_answered_and_for_a_user_goes_to_the_chain() -> None:
+    net, _ = make_proxy()
+    net.deliver(request("OPTIONS", uri="sip:example.com"), UAC)
+    assert only(net.take())[1].status == 200
+    net.deliver(request("OPTIONS", uri="sip:carol@example.com", branch="z9hG4bK-c"), UAC)
+    assert only(net.take())[1].status == 404  # ls_localdb: nobody of that name
+
+
+def test_redirect_answers_302_with_the_contacts() -> None:
+    net, _ = make_proxy("[localdb]\nmode = redirect\n", store=bob_store(("sip:bob@192.0.2.21", 0.5)))
+    net.deliver(request(uri="sip:bob@example.com"), UAC)
+    [(_, trying), (_, moved)] = net.take()
+    assert (trying.status, moved.status) == (100, 302)
+    assert moved.header_values("Contact") == ["<sip:bob@192.0.2.21>;q=0.5;expires=3600"]
+
+
+def test_a_stopped_request_is_dropped_silently_and_counted() -> None:
+    class Discard(Plugin):
+        name = "discard"
+
+        def on_request(self, ctx, decision):
+            decision.stop()
+
+    net, proxy = make_proxy(extra=(Discard,))
+    net.deliver(request("MESSAGE", uri="sip:bob@192.0.2.21"), UAC)
+    assert net.take() == [] and proxy.stats["stopped"] == 1
+
+
+def test_hooks_see_local_answers_and_forwarded_copies() -> None:
+    class Mark(Plugin):
+        name = "mark"
+
+        def on_forward(self, ctx, request):
+            request.add_header("X-Forwarded-By", "mark")
+
+        def on_send_response(self, ctx, response):
+            response.add_header("X-Answered-By", "mark")
+
+    net, _ = make_proxy(extra=(Mark,))
+    net.deliver(request("MESSAGE", uri="sip:nobody@example.com"), UAC)
+    assert only(net.take())[1].header("X-Answered-By") == "mark"
+    net.deliver(request("MESSAGE", uri="sip:bob@192.0.2.21", branch="z9hG4bK-2"), UAC)
+    assert only(net.take())[1].header("X-Forwarded-By") == "mark"
+
+
+def test_a_branch_a_plugin_refuses_to_send_leaves_the_uac_with_408() -> None:
+    class Refuse(Plugin):
+        name = "refuse"
+
+        def on_forward(self, ctx, request):
+            return State.STOP
+
+    net, _ = make_proxy(extra=(Refuse,))
+    net.deliver(request("MESSAGE", uri="sip:bob@192.0.2.21"), UAC)
+    assert labels(net.take()) == [(UAC, 408)]
+
+
+# ---------------------------------------------------------------- 16.4 and 16.6
+
+def test_loose_routing_removes_our_route_and_follows_the_next() -> None:
+    net, _ = make_proxy(plugins="syntax")
+    routes = f"Route: <sip:{PROXY};lr>\r\nRoute: <sip:192.0.2.30:5070;lr>\r\n"
+    net.deliver(request("BYE", uri="sip:bob@192.0.2.21", to_tag="t", headers=routes), UAC)
+    peer, bye = only(net.take())
+    assert peer == HOP
+    assert bye.header_values("Route") == ["<sip:192.0.2.30:5070;lr>"] and str(bye.uri) == "sip:bob@192.0.2.21"
+
+
+def test_an_in_dialog_request_follows_its_remote_target_without_a_location_plugin() -> None:
+    net, _ = make_proxy(plugins="syntax rgstrar ls_localdb")
+    net.deliver(request("BYE", uri="sip:bob@192.0.2.21", to_tag="t"), UAC)
+    assert only(net.take())[0] == BOB1
+    net.deliver(request("MESSAGE", uri="sip:bob@192.0.2.21", branch="z9hG4bK-2"), UAC)
+    assert only(net.take())[1].status == 404  # out of dialog: only a plugin may route it
+
+
+def test_strict_router_upstream_gets_the_real_request_uri_back() -> None:
+    net, proxy = make_proxy()
+    our_uri = proxy.local.route_uri("udp")[1:-1]
+    net.deliver(request("BYE", uri=our_uri, to_tag="t", headers="Route: <sip:bob@192.0.2.21:5062>\r\n"), UAC)
+    peer, bye = only(net.take())
+    assert peer == Peer("udp", "192.0.2.21", 5062)
+    assert str(bye.uri) == "sip:bob@192.0.2.21:5062" and not bye.has("Route")
+
+
+def test_strict_router_downstream_gets_the_request_uri_in_its_route() -> None:
+    net, _ = make_proxy()
+    net.deliver(request("BYE", uri="sip:bob@192.0.2.21", to_tag="t",
+                        headers="Route: <sip:192.0.2.30:5070>\r\n"), UAC)
+    peer, bye = only(net.take())
+    assert peer == HOP and str(bye.uri) == "sip:192.0.2.30:5070"
+    assert bye.header_values("Route") == ["<sip:bob@192.0.2.21>"]
+
+
+def test_a_route_that_is_not_sip_cannot_be_followed() -> None:
+    net, _ = make_proxy()
+    net.deliver(request("BYE", uri="sip:bob@192.0.2.21", to_tag="t", headers="Route: <tel:+15551234>\r\n"), UAC)
+    assert labels(net.take()) == [(UAC, 416)]
+
+
+def test_record_route_for_dialog_creating_requests_only() -> None:
+    net, proxy = make_proxy(RR_ON, store=bob_store(("sip:bob@192.0.2.21", 1.0)))
+    net.deliver(request(uri="sip:bob@example.com"), UAC)
+    invite = only([item for item in net.take() if item[0] == BOB1])[1]
+    rr = f"<sip:{PROXY}:5060;transport=udp;lr;psp={proxy.local.tag}>"
+    assert invite.header_values("Record-Route") == [rr]
+    net.deliver(request("MESSAGE", uri="sip:bob@example.com", branch="z9hG4bK-m"), UAC)
+    assert not only(net.take())[1].has("Record-Route")
+    restarted = make_proxy(RR_ON)[1]
+    assert restarted.local.tag == proxy.local.tag  # same secret: the tag survives a restart
+    assert psp_tag(b"another secret", PROXY, 5060) != proxy.local.tag
+
+
+def test_the_path_of_a_binding_becomes_the_route_set() -> None:
+    store = bob_store()
+    store.add(Binding("sip:bob@example.com", "sip:bob@10.0.0.5", 3600.0, path=("<sip:192.0.2.30:5070;lr>",)))
+    net, _ = make_proxy(store=store)
+    net.deliver(request("MESSAGE", uri="sip:bob@example.com"), UAC)
+    peer, message = only(net.take())
+    assert peer == HOP and str(message.uri) == "sip:bob@10.0.0.5"
+    assert message.header_values("Route") == ["<sip:192.0.2.30:5070;lr>"]
+
+
+def test_path_is_added_to_a_relayed_register_of_a_ua_that_supports_it() -> None:
+    net, proxy = make_proxy("rfc3327 = on\n")
+    register = request("REGISTER", uri="sip:192.0.2.21", headers="Supported: path\r\nContact: <sip:a@192.0.2.10>\r\n")
+    register.set_header("To", "<sip:alice@elsewhere.example>")
+    net.deliver(register, UAC)
+    assert only(net.take())[1].header_values("Path") == [proxy.local.route_uri("udp")]
+    plain = request("REGISTER", uri="sip:192.0.2.21", branch="z9hG4bK-p", headers="Contact: <sip:a@192.0.2.10>\r\n")
+    plain.set_header("To", "<sip:alice@elsewhere.example>")
+    net.deliver(plain, UAC)
+    assert not only(net.take())[1].has("Path")
+
+
+def test_a_forwarded_request_that_comes_back_unchanged_is_a_loop() -> None:
+    net, _ = make_proxy()
+    net.deliver(request("MESSAGE", uri="sip:bob@192.0.2.21"), UAC)
+    _, out = only(net.take())
+    net.deliver(out, BOB1)  # sent back to us as it left
+    peer, looped = only(net.take())
+    assert (peer, looped.status) == (Peer("udp", PROXY, 5060), 482)
+
+
+def test_a_spiral_is_not_a_loop() -> None:
+    net, _ = make_proxy(store=bob_store(("sip:bob@192.0.2.21", 1.0)))
+    net.deliver(request("MESSAGE", uri="sip:bob@example.com"), UAC)
+    _, out = only(net.take())
+    net.deliver(out, UAC)  # back to us, but retargeted to the contact
+    peer, again = only(net.take())
+    assert (peer, again.method, len(again.vias)) == (BOB1, "MESSAGE", 3)
+
+
+# ---------------------------------------------------------------- ACK for 2xx
+
+def test_ack_for_2xx_is_relayed_statelessly_along_its_route() -> None:
+    net, _ = make_proxy()
+    routes = f"Route: <sip:{PROXY};lr>\r\nRoute: <sip:192.0.2.30:5070;lr>\r\n"
+    ack = request("ACK", uri="sip:bob@192.0.2.21", to_tag="t", headers=routes)
+    net.deliver(ack, UAC)
+    net.deliver(ack, UAC)  # a retransmission gets the same branch
+    [(peer, first), (_, second)] = net.take()
+    assert peer == HOP and first.max_forwards == 69 and first.top_via.host == PROXY
+    assert first.top_via.branch == second.top_via.branch
+    net.deliver(request("ACK", uri=f"sip:{PROXY}", to_tag="t", branch="z9hG4bK-x"), UAC)
+    assert net.take() == []  # an ACK for us ends here
+
+
+# ---------------------------------------------------------------- registrar
+
+def test_register_then_invite_reaches_the_binding_until_it_expires() -> None:
+    net, proxy = make_proxy()
+    register = request("REGISTER", uri="sip:example.com",
+                       headers="Contact: <sip:bob@192.0.2.21:5062>\r\nExpires: 60\r\n")
+    net.deliver(register, UAC)
+    peer, ok = only(net.take())
+    assert (peer, ok.status) == (UAC, 200)
+    net.deliver(request(uri="sip:bob@example.com", branch="z9hG4bK-i"), UAC)
+    sent = net.take()
+    assert labels(sent) == [(UAC, 100), (Peer("udp", "192.0.2.21", 5062), "INVITE")]
+    net.deliver(response(sent[1][1], 486), Peer("udp", "192.0.2.21", 5062))
+    net.take()
+    net.advance(60.5)  # the binding expires on the core's timer, with no request
+    assert proxy.services.store.count == 0
