@@ -43,7 +43,7 @@ needs_sipp = pytest.mark.skipif(SIPP is None, reason="sipp (Debian package sip-t
 BASE_CONFIG: dict[str, Any] = {
     "serverip": LOOPBACK,
     "servername": "localhost",
-    "plugins": "syntax rgstrar ls_localdb",
+    "plugins": "syntax rgstrar ls_localdb ls_sfull",
     "loglevel": 6,
     "drain_time": 0.5,
 }
