@@ -1,39 +1,35 @@
 """The resolv thread(s): turn a host (name or address) into transport targets.
 
-RFC 3261 18.1.1 and 19.1.2 (default port 5060, the transport named by the URI or UDP);
-RFC 3263 4.2 in its simplest form, A and AAAA lookups.  NAPTR and SRV selection will
-replace :func:`lookup` alone: everything else here is the thread around it.
+RFC 3263 section 4 (NAPTR, SRV, A/AAAA) as planned by :mod:`psp.rfc3263`, its queries
+answered through the TTL cache of :mod:`psp.dnscache`; :func:`lookup` is that step, and
+everything else here is the thread around it.
 
 DNS blocks, so it never runs on the processor: the processor submits a ``ResolveJob``
 (:meth:`Resolver.submit`), one of ``threads`` workers looks it up, and posts a
 ``Resolved`` onto the processor's inbound FIFO.  A failure or a timeout is a ``Resolved``
 with no targets and an ``error`` text, never an exception in the processor.  With
-nameservers configured, dnspython queries them (with its LRU cache); without, the
-system's ``getaddrinfo`` decides (resolv.conf, /etc/hosts).
+nameservers configured, dnspython queries them; without, resolv.conf's servers answer
+NAPTR and SRV and the system's ``getaddrinfo`` gives addresses (/etc/hosts included).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import dns.exception
-import dns.resolver
-
+from psp.dnscache import CachedLookup, DnsCache, DnspythonFetcher, SystemFetcher, make_resolver
 from psp.events import Peer, Resolved, ResolveJob
 from psp.metrics import Metrics
+from psp.rfc3263 import ADDRESS_TYPES, Answer, Query, resolve
 from psp.settings import ResolverSettings
 
 log = logging.getLogger("psp.resolver")
 
-DEFAULT_PORT = 5060
 POST_TIMEOUT = 5.0  # how long a worker waits for room on a full inbound FIFO
 
 
@@ -44,62 +40,32 @@ class ResolveError(Exception):
 Lookup = Callable[[str, int | None, str | None], tuple[Peer, ...]]
 
 
-def make_dns_resolver(config: ResolverSettings) -> dns.resolver.Resolver | None:
-    """A dnspython resolver for the [resolver] section, or None to use getaddrinfo."""
+def make_dns_lookup(
+    config: ResolverSettings, metrics: Metrics, clock: Callable[[], float] = time.monotonic,
+) -> CachedLookup:
+    """DNS queries for the [resolver] section, through a TTL cache of ``cache_size`` answers.
+
+    With nameservers, dnspython asks them; without, NAPTR and SRV go to resolv.conf's
+    servers and addresses come from getaddrinfo, so /etc/hosts still counts.
+    """
+    fetch: Callable[[Query], Answer] = DnspythonFetcher(
+        make_resolver(config.nameservers, config.port, config.timeout))
     if not config.nameservers:
-        return None
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = list(config.nameservers)
-    resolver.port = config.port
-    resolver.timeout = config.timeout
-    resolver.lifetime = config.timeout
-    if config.cache_size:
-        resolver.cache = dns.resolver.LRUCache(config.cache_size)
-    return resolver
+        fetch = SystemFetcher(fetch)
+    return CachedLookup(fetch, DnsCache(config.cache_size), clock,
+                        on_query=metrics.dns.count_query, on_hit=metrics.dns.count_hit)
 
 
 def lookup(
     host: str, port: int | None, transport: str | None,
-    dns_resolver: dns.resolver.Resolver | None, ipv6: bool,
+    dns_lookup: Callable[[Query], Answer], ipv6: bool,
 ) -> tuple[Peer, ...]:
-    """The targets for ``host``: itself when it is an address, else its A (and AAAA) records."""
-    transport = (transport or "udp").lower()
-    port = port or DEFAULT_PORT
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        return (Peer(transport, host, port),)
-    if dns_resolver is None:
-        addresses = _getaddrinfo(host, port, ipv6)
-    else:
-        addresses = _query(dns_resolver, host, ipv6)
-    if not addresses:
-        raise ResolveError(f"{host}: no address")
-    return tuple(Peer(transport, address, port) for address in dict.fromkeys(addresses))
-
-
-def _getaddrinfo(host: str, port: int, ipv6: bool) -> list[str]:
-    family = socket.AF_UNSPEC if ipv6 else socket.AF_INET
-    try:
-        infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
-    except socket.gaierror as error:
-        raise ResolveError(f"{host}: {error.strerror}") from None
-    return [str(info[4][0]) for info in infos]
-
-
-def _query(dns_resolver: dns.resolver.Resolver, host: str, ipv6: bool) -> list[str]:
-    addresses: list[str] = []
-    for rdtype in ("A", "AAAA") if ipv6 else ("A",):
-        try:
-            answer = dns_resolver.resolve(host, rdtype, raise_on_no_answer=False)
-        except dns.resolver.NXDOMAIN:
-            raise ResolveError(f"{host}: no such domain") from None
-        except dns.exception.DNSException as error:
-            raise ResolveError(f"{host}: {error}") from None
-        addresses += [rdata.address for rdata in answer]
-    return addresses
+    """The targets for ``host``, best first (RFC 3263 section 4; see docs/dns.md)."""
+    address_types = ADDRESS_TYPES if ipv6 else ("A",)
+    targets, error = resolve(host, port, transport, dns_lookup, address_types=address_types)
+    if error is not None:
+        raise ResolveError(error)
+    return targets
 
 
 class Resolver:
@@ -115,8 +81,8 @@ class Resolver:
         self._metrics = metrics
         self._clock = clock
         if lookup_fn is None:
-            dns_resolver = make_dns_resolver(config)
-            lookup_fn = partial(lookup, dns_resolver=dns_resolver, ipv6=ipv6)
+            dns_lookup = make_dns_lookup(config, metrics, clock)
+            lookup_fn = partial(lookup, dns_lookup=dns_lookup, ipv6=ipv6)
         self._lookup = lookup_fn
         self.threads = [
             threading.Thread(target=self._run, name=f"resolv-{n}", daemon=True)
