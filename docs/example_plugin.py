@@ -21,7 +21,7 @@ from typing import Any
 
 from psp.errors import SipError
 from psp.message import Request
-from psp.plugins.base import Decision, Level, Plugin, RequestContext, Services, State
+from psp.plugins.base import Decision, Level, Plugin, RequestContext, State
 
 
 class RejectUserAgent(Plugin):
@@ -30,12 +30,8 @@ class RejectUserAgent(Plugin):
     name = "reject_ua"
     levels = {"on_request": Level.REALLY_FIRST}
 
-    def __init__(self, section: Any, services: Services) -> None:
-        super().__init__(section, services)
-        self.reload(section)
-
     def reload(self, section: Any) -> None:
-        self.section = section
+        super().reload(section)
         values = section.values if section is not None else {}
         agents = values.get("user_agents", ())
         # configobj gives a lone value as a string, several as a list.

@@ -20,7 +20,7 @@ from typing import Any
 
 from psp.digest import Authenticator
 from psp.message import Request
-from psp.plugins.base import Decision, Level, Plugin, RequestContext, Services, State
+from psp.plugins.base import Decision, Level, Plugin, RequestContext, State
 
 
 def forced_407(authenticator: Authenticator | None) -> Authenticator | None:
@@ -46,12 +46,8 @@ class Auth(Plugin):
     name = "auth"
     levels = {"on_request": Level.REALLY_FIRST}
 
-    def __init__(self, section: Any, services: Services) -> None:
-        super().__init__(section, services)
-        self.reload(section)
-
     def reload(self, section: Any) -> None:
-        self.section = section
+        super().reload(section)
         self.force = section.force_use_of_407 if section is not None else "off"
         self._forced = forced_407(self.services.authenticator)
 

@@ -246,8 +246,8 @@ class Plugin:
     levels: ClassVar[Mapping[str, Level]] = {}
 
     def __init__(self, section: Any, services: Services) -> None:
-        self.section = section
         self.services = services
+        self.reload(section)
 
     def on_request(self, ctx: RequestContext, decision: Decision) -> None:
         """Incoming hook: inspect ``ctx.request`` and write ``decision``."""
@@ -265,7 +265,10 @@ class Plugin:
         return None
 
     def reload(self, section: Any) -> None:
-        """Take a new configuration section (the default keeps it as is)."""
+        """Take a configuration section: at start (from ``__init__``) and on SIGHUP.
+
+        Overrides call ``super().reload(section)`` first, then read their keys.
+        """
         self.section = section
 
     def close(self) -> None:
@@ -274,3 +277,12 @@ class Plugin:
     def level(self, hook: str) -> Level:
         """The level ``hook`` runs at."""
         return self.levels.get(hook, Level.MIDDLE)
+
+
+class RoutingPlugin(Plugin):
+    """A plugin that picks targets: it reads the original's ``mode`` and ``record-route`` keys."""
+
+    def reload(self, section: Any) -> None:
+        super().reload(section)
+        self.mode = section.mode if section is not None else "statefull"
+        self.record_route = section.record_route if section is not None else False

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from psp.plugins.base import Decision, Level, Location, Plugin, RequestContext, Services, State
+from psp.plugins.base import Decision, Level, Location, RequestContext, RoutingPlugin, State
 from psp.uri import parse_uri
 
 _GROUP = re.compile(r"%([1-9])")
@@ -32,20 +32,14 @@ def substitute(template: str, match: re.Match[str]) -> str:
     return _GROUP.sub(group, template)
 
 
-class Filter(Plugin):
+class Filter(RoutingPlugin):
     """Retargets requests whose R-URI matches a configured regex."""
 
     name = "filter"
     levels = {"on_request": Level.MIDDLE}
 
-    def __init__(self, section: Any, services: Services) -> None:
-        super().__init__(section, services)
-        self.reload(section)
-
     def reload(self, section: Any) -> None:
-        self.section = section
-        self.mode = section.mode if section is not None else "statefull"
-        self.record_route = section.record_route if section is not None else False
+        super().reload(section)
         self.scope = section.filter_scope if section is not None else "both"
         self.rules = tuple(section.forward) if section is not None else ()
 

@@ -16,25 +16,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from psp.plugins.base import Decision, Level, Location, Plugin, RequestContext, Services
+from psp.plugins.base import Decision, Level, Location, RequestContext, RoutingPlugin
 from psp.settings import Group
 from psp.uri import URI, parse_uri
 
 
-class Groups(Plugin):
+class Groups(RoutingPlugin):
     """Expands a group's address into its members."""
 
     name = "groups"
     levels = {"on_request": Level.FIRST}
 
-    def __init__(self, section: Any, services: Services) -> None:
-        super().__init__(section, services)
-        self.reload(section)
-
     def reload(self, section: Any) -> None:
-        self.section = section
-        self.mode = section.mode if section is not None else "statefull"
-        self.record_route = section.record_route if section is not None else False
+        super().reload(section)
         self.groups = tuple(section.groups) if section is not None else ()
         self.members = {group.name: tuple(Location(parse_uri(uri)) for uri in group.members)
                         for group in self.groups}

@@ -21,7 +21,7 @@ import math
 from typing import Any
 
 from psp.location import Binding, same_contact
-from psp.plugins.base import Decision, Level, Location, Plugin, RequestContext, Services, State
+from psp.plugins.base import Decision, Level, Location, RequestContext, RoutingPlugin, State
 from psp.registrar import aor_of
 from psp.uri import URI, parse_uri
 
@@ -32,20 +32,14 @@ def binding_location(binding: Binding, now: float) -> Location:
     return Location(parse_uri(binding.contact), binding.q, binding.path, expires)
 
 
-class LocalDb(Plugin):
+class LocalDb(RoutingPlugin):
     """Finds the contacts registered (or configured) for a local address-of-record."""
 
     name = "ls_localdb"
     levels = {"on_request": Level.LAST}
 
-    def __init__(self, section: Any, services: Services) -> None:
-        super().__init__(section, services)
-        self.reload(section)
-
     def reload(self, section: Any) -> None:
-        self.section = section
-        self.mode = section.mode if section is not None else "statefull"
-        self.record_route = section.record_route if section is not None else False
+        super().reload(section)
         # AOR -> permanent contacts; users with no contact are still known (480, not 404).
         self.static: dict[str, list[str]] = {}
         for user in self.services.users:

@@ -16,24 +16,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from psp.plugins.base import Decision, Level, Location, Plugin, RequestContext, Services, State
+from psp.plugins.base import Decision, Level, Location, RequestContext, RoutingPlugin, State
 from psp.uri import URI
 
 
-class Sfull(Plugin):
+class Sfull(RoutingPlugin):
     """Forwards (or redirects) requests whose R-URI is not one of ours."""
 
     name = "ls_sfull"
     levels = {"on_request": Level.LAST}
 
-    def __init__(self, section: Any, services: Services) -> None:
-        super().__init__(section, services)
-        self.reload(section)
-
     def reload(self, section: Any) -> None:
-        self.section = section
-        self.mode = section.mode if section is not None else "statefull"
-        self.record_route = section.record_route if section is not None else False
+        super().reload(section)
 
     def on_request(self, ctx: RequestContext, decision: Decision) -> None:
         uri = ctx.request.uri

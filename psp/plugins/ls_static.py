@@ -18,7 +18,7 @@ from typing import Any
 
 from psp.errors import ParseError
 from psp.plugins.base import (
-    Decision, Level, Location, Plugin, PluginError, RequestContext, Services, State,
+    Decision, Level, Location, PluginError, RoutingPlugin, RequestContext, State,
 )
 from psp.uri import URI, AbsoluteURI, parse_uri
 
@@ -34,20 +34,14 @@ def new_host(text: str) -> tuple[str, int | None]:
     return uri.host, uri.port
 
 
-class Static(Plugin):
+class Static(RoutingPlugin):
     """Rewrites the R-URI host by table, or rejects by table."""
 
     name = "ls_static"
     levels = {"on_request": Level.FIRST}
 
-    def __init__(self, section: Any, services: Services) -> None:
-        super().__init__(section, services)
-        self.reload(section)
-
     def reload(self, section: Any) -> None:
-        self.section = section
-        self.mode = section.mode if section is not None else "statefull"
-        self.record_route = section.record_route if section is not None else False
+        super().reload(section)
         forwards = section.forward if section is not None else ()
         self.forwards = [(rule.host, new_host(rule.newhost)) for rule in forwards]
         self.rejects = list(section.reject) if section is not None else []

@@ -19,7 +19,7 @@ from typing import Any
 
 from psp.branch import is_loop
 from psp.errors import SipError
-from psp.plugins.base import Decision, Level, Plugin, RequestContext, Services
+from psp.plugins.base import Decision, Level, Plugin, RequestContext
 
 
 class Syntax(Plugin):
@@ -28,12 +28,8 @@ class Syntax(Plugin):
     name = "syntax"
     levels = {"on_request": Level.REALLY_FIRST}
 
-    def __init__(self, section: Any, services: Services) -> None:
-        super().__init__(section, services)
-        self.reload(section)
-
     def reload(self, section: Any) -> None:
-        self.section = section
+        super().reload(section)
         schemes = section.allowed_schemes if section is not None else ("sip", "sips")
         self.allowed_schemes = frozenset(scheme.lower() for scheme in schemes)
 
