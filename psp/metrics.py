@@ -1,10 +1,12 @@
 """Every Prometheus metric of the server, defined in one place, and the HTTP endpoint.
 
 The rim threads update these metrics; the pure core never sees them.  What the core knows
-(transactions active, retransmissions, timeouts) is read from its ``stats`` at scrape time,
-and so are the depths of the FIFOs, so that nothing is paid per message for them.  Per
-message the threads only pay for a dict lookup of a pre-bound label child and one
-``inc()``/``observe()``.
+(transactions active and completed, retransmissions, timeouts, registrations, auth
+failures) is read from its ``stats`` mapping at scrape time (:data:`CORE_METRICS` lists the
+keys), and so are the depths of the FIFOs, so that nothing is paid per message for them.
+Per message the threads only pay for a dict lookup of a pre-bound label child and one
+``inc()``/``observe()``.  The process collector adds memory, CPU and open files.
+The inventory, with the Kamailio and OpenSIPS equivalents, is in docs/operations.md.
 
 Each :class:`Metrics` owns its own ``CollectorRegistry`` so that several servers (tests)
 in one process never share counters.  Names use the ``psp_`` prefix; label values are
@@ -18,14 +20,18 @@ import re
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
+                               make_wsgi_app)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from psp import __version__
 
 if TYPE_CHECKING:
     from psp.message import Message
@@ -36,6 +42,11 @@ KNOWN_METHODS = frozenset(
     "MESSAGE UPDATE".split()
 )
 FIFOS = ("inbound", "outbound", "dns")
+# Label values known in advance get their series at 0 from the start, so that rate() and
+# alerts see them before the first event (docs/operations.md describes each).
+SHED_KINDS = ("request", "in_dialog", "ack", "cancel", "response", "outbound", "dns", "draining")
+DROP_REASONS = ("oversize", "tcp_connection_cap", "tcp_buffer_full", "tcp_read_timeout",
+                "failure_fifo_full", "resolved_fifo_full")
 THREADS = ("transport", "processor", "resolver")
 
 # From 100 us (an idle processor) to 5 s (a stuck one): SIP's T1 is 0.5 s, so anything
@@ -63,6 +74,35 @@ def message_kind(message: Message) -> str:
     return "response" if method is None else method_label(method)
 
 
+#: What :class:`_CoreCollector` exports from the stats mapping: (key, metric name, type,
+#: label of a dict value or None for a number, help).  A key that the core and the
+#: services do not provide is not exported.
+CORE_METRICS: tuple[tuple[str, str, str, str | None, str], ...] = (
+    ("transactions", "psp_transactions_active", "gauge", "kind",
+     "Transactions alive in the core, by kind (ICT, IST, NICT, NIST)"),
+    ("completed", "psp_transactions_completed", "counter", "class",
+     "Transactions completed, by the class of their final response"),
+    ("retransmissions", "psp_retransmissions", "counter", None,
+     "Messages retransmitted by the transaction layer"),
+    ("timeouts", "psp_timeouts", "counter", None, "Transactions ended by a timeout (Timer B, F or H)"),
+    ("transport_errors", "psp_transaction_transport_errors", "counter", None,
+     "Transactions ended by a transport error (RFC 3261 17.1.4, 17.2.4)"),
+    ("stray_responses", "psp_stray_responses", "counter", None,
+     "Responses that matched no client transaction"),
+    ("noop_events", "psp_transaction_absorbed_events", "counter", None,
+     "Retransmissions and late timers a transaction absorbed without effect"),
+    ("stopped", "psp_requests_stopped", "counter", None, "Requests a plugin discarded (STOP)"),
+    ("stray_dropped", "psp_stray_responses_dropped", "counter", None,
+     "Stray responses dropped: their top Via is not ours, or no Via is left to relay them to"),
+    ("registrations_active", "psp_registrations_active", "gauge", None,
+     "Contacts bound in the location store"),
+    ("registrations", "psp_registrations", "counter", "result",
+     "REGISTER requests answered by the registrar, by result (accepted, rejected)"),
+    ("auth_failures", "psp_auth_failures", "counter", None,
+     "Requests whose credentials failed the digest check"),
+)
+
+
 class _CoreCollector(Collector):
     """Samples the core's statistics when Prometheus scrapes (never per message)."""
 
@@ -71,20 +111,18 @@ class _CoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self._stats()
-        active = GaugeMetricFamily(
-            "psp_transactions_active", "Transactions alive in the core, by kind", labels=["kind"]
-        )
-        for kind, count in sorted(snapshot.get("transactions", {}).items()):
-            active.add_metric([kind], count)
-        yield active
-        yield CounterMetricFamily(
-            "psp_retransmissions", "Messages retransmitted by the transaction layer",
-            value=snapshot.get("retransmissions", 0),
-        )
-        yield CounterMetricFamily(
-            "psp_timeouts", "Transactions ended by a timeout (Timer B, F or H)",
-            value=snapshot.get("timeouts", 0),
-        )
+        for key, name, kind, label, documentation in CORE_METRICS:
+            value = snapshot.get(key)
+            if value is None:
+                continue
+            family_type = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
+            family = family_type(name, documentation, labels=[label] if label else None)
+            if label is None:
+                family.add_metric([], value)
+            else:
+                for label_value, count in sorted(value.items()):
+                    family.add_metric([label_value], count)
+            yield family
 
 
 class Metrics:
@@ -115,10 +153,11 @@ class Metrics:
             registry=reg,
         )
         self.dropped = Counter(
-            "psp_dropped", "Input dropped without an answer, by reason", ["reason"], registry=reg
+            "psp_dropped", "Input not processed, by reason", ["reason"], registry=reg
         )
         self.sheds = Counter(
-            "psp_overload_sheds", "Work refused because a FIFO was full", ["kind"], registry=reg
+            "psp_overload_sheds", "Work refused (503) or dropped because a FIFO was full, by kind",
+            ["kind"], registry=reg,
         )
         self.internal_errors = Counter(
             "psp_internal_errors", "Bugs caught at a thread's top level", ["thread"], registry=reg
@@ -137,10 +176,35 @@ class Metrics:
         self.tcp_connections = Gauge(
             "psp_tcp_connections", "Open TCP connections", registry=reg
         )
+        self.dns = DnsMetrics(reg)
+        self._add_process_metrics(reg)
         self._bind_children()
         self._received_children: dict[tuple[str, str, str], Any] = {}
         self._sent_children: dict[tuple[str, str, str], Any] = {}
         self._http: tuple[WSGIServer, socket.socket] | None = None  # the server and its stop socket
+
+    def _add_process_metrics(self, reg: CollectorRegistry) -> None:
+        """Memory, CPU, files (prometheus_client's process collector), uptime, version, reloads,
+        and the series of known label values at 0."""
+        ProcessCollector(registry=reg)
+        started = time.monotonic()
+        Gauge("psp_uptime_seconds", "Seconds since the server started", registry=reg).set_function(
+            lambda: time.monotonic() - started)
+        Gauge("psp_build_info", "Always 1; the version is the label", ["version"], registry=reg).labels(
+            __version__).set(1)
+        self.fifo_capacity = Gauge("psp_fifo_capacity", "Items each FIFO holds at most", ["fifo"],
+                                   registry=reg)
+        self.reloads = Counter("psp_reloads", "Configuration reloads (SIGHUP), by result", ["result"],
+                               registry=reg)
+        for result in ("ok", "refused"):
+            self.reloads.labels(result)
+        for kind in SHED_KINDS:
+            self.sheds.labels(kind)
+        for reason in DROP_REASONS:
+            self.dropped.labels(reason)
+        for transport in ("udp", "tcp"):
+            self.parse_errors.labels(transport)
+            self.transport_failures.labels(transport)
 
     def _bind_children(self) -> None:
         """Pre-bind the label children used on hot paths (a label lookup costs a lock)."""
@@ -186,16 +250,18 @@ class Metrics:
             child = cache[key] = metric.labels(*key)
         return child
 
-    def watch_fifo(self, name: str, depth: Callable[[], int]) -> None:
+    def watch_fifo(self, name: str, depth: Callable[[], int], capacity: int | None = None) -> None:
         """Report ``depth()`` as the depth of FIFO ``name`` whenever Prometheus scrapes."""
         self.fifo_depth.labels(name).set_function(depth)
+        if capacity is not None:
+            self.fifo_capacity.labels(name).set(capacity)
 
     def watch_tcp(self, count: Callable[[], int]) -> None:
         """Report ``count()`` as the number of open TCP connections at scrape time."""
         self.tcp_connections.set_function(count)
 
     def watch_core(self, stats: StatsSource) -> None:
-        """Sample the core's ``stats`` (transactions by kind, retransmissions, timeouts)."""
+        """Sample ``stats()`` at scrape time: the keys of :data:`CORE_METRICS` it has."""
         self.registry.register(_CoreCollector(stats))
 
     def serve(self, address: str, port: int) -> int:
@@ -237,3 +303,46 @@ class _MetricsServer(ThreadingMixIn, WSGIServer):
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         """Scrapes are not worth a log line each."""
+
+
+# ---------------------------------------------------------------- DNS (RFC 3263)
+# Per DNS query, below the per-job psp_dns_lookups: psp.dnscache reports each query and
+# each cache hit; the proxy's blocklist is sampled at scrape time.
+
+
+class DnsMetrics:
+    """DNS queries by record type and result, their latency, cache hits, blocklisted targets.
+
+    Label values are bounded: record types are the four RFC 3263 asks for, results are
+    ``psp.dnscache.result_label``'s four.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.queries = Counter(
+            "psp_dns_queries", "DNS queries sent, by record type and result", ["rdtype", "result"],
+            registry=registry,
+        )
+        self.query_seconds = Histogram(
+            "psp_dns_query_seconds", "Seconds one DNS query took", ["rdtype"],
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.cache_hits = Counter(
+            "psp_dns_cache_hits", "DNS answers taken from the cache", ["rdtype"], registry=registry
+        )
+        self.blocklisted = Gauge(
+            "psp_dns_blocklisted_targets", "Targets avoided after a failure (RFC 3263 4.3)",
+            registry=registry,
+        )
+
+    def count_query(self, rdtype: str, result: str, seconds: float) -> None:
+        """One DNS query sent and answered (or failed) after ``seconds``."""
+        self.queries.labels(rdtype, result).inc()
+        self.query_seconds.labels(rdtype).observe(seconds)
+
+    def count_hit(self, rdtype: str) -> None:
+        """One answer served from the DNS cache."""
+        self.cache_hits.labels(rdtype).inc()
+
+    def watch_blocklist(self, blocked: Callable[[], int]) -> None:
+        """Report ``blocked()`` (targets blocked now) whenever Prometheus scrapes."""
+        self.blocklisted.set_function(blocked)

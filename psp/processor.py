@@ -10,8 +10,10 @@ first the ``before_send`` hook (the SQLite location store commits there, so no 2
 leaves before its registration is on disk), then the messages to the transport and the
 resolver jobs to the resolver.  Batching amortises that hook and the metrics.
 
-A stop item starts the drain: the loop goes on until the core has nothing left to wait
-for or ``drain_time`` has passed; then ``on_exit`` runs on this thread (the location store
+A ``(CALL, function)`` item runs ``function(now)`` here, in its turn: the way other
+threads change SIP state (a SIGHUP reload) without a lock.  A stop item starts the
+drain: the loop goes on until the core has nothing left to wait for or ``drain_time`` has
+passed; then ``on_exit`` runs on this thread (the location store
 is flushed and closed by the thread that owns it).  A bug while handling one item is logged, counted, and
 the thread goes on with the next.
 """
@@ -32,6 +34,7 @@ log = logging.getLogger("psp.processor")
 
 BATCH = 64
 STOP = object()  #: put this on the inbound FIFO to make the processor drain and exit
+CALL = object()  #: ``(CALL, function)`` on the inbound FIFO: ``function(now)`` runs on this thread
 
 
 class Processor:
@@ -59,7 +62,7 @@ class Processor:
         self._errors = metrics.errors["processor"]
         self._wait = metrics.wait["inbound"]
         self.thread = threading.Thread(target=self.run, name="sfp", daemon=True)
-        metrics.watch_fifo("inbound", inbound.qsize)
+        metrics.watch_fifo("inbound", inbound.qsize, inbound.maxsize)
 
     def start(self) -> None:
         self.thread.start()
@@ -123,6 +126,9 @@ class Processor:
         kind = type(item)
         if kind is tuple and item[0] is STOP:
             self._start_drain(item[1], now)
+            return
+        if kind is tuple and item[0] is CALL:
+            item[1](now)
             return
         self._wait.observe(now - item.t_in)
         if kind is Received:

@@ -8,7 +8,13 @@ thread only waits: for a signal, or for a thread that died.
 * SIGTERM / SIGINT: STOPPING=1; the transport refuses new work (503), the processor gets
   ``drain_time`` seconds to let its transactions finish (RFC 3261 17 timers keep
   running meanwhile), then the threads are joined in reverse order and ``run`` returns 0.
-* SIGHUP: logged as "reload requested" (reloading itself comes later).
+* SIGHUP: the main thread reads and checks the file; a broken one is refused with its
+  problems logged.  What needs a restart (addresses, ports, plugin list, limits) is
+  logged and keeps its running value; the rest is posted on the inbound FIFO and applied
+  on the processor thread, the owner of SIP state: plugin sections, users, auth, log
+  settings, for new transactions.  RELOADING=1, then READY=1 with the outcome in STATUS.
+* While running, STATUS= carries the load (FIFO depth, transactions, registrations), and
+  the processor thread's loop feeds the watchdog: a wedged loop stops WATCHDOG=1.
 * A thread that ends unexpectedly makes the process exit non-zero, so that systemd
   restarts a whole server instead of leaving a half-alive one.
 
@@ -26,12 +32,17 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from types import FrameType
+from dataclasses import dataclass, fields, replace
+from functools import partial
+from types import FrameType, MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from psp import __version__
+from psp.config import ConfigError, load
+from psp.logs import setup_logging
 from psp.metrics import Metrics
-from psp.processor import Processor
+from psp.plugins.base import PluginError
+from psp.processor import CALL, Processor
 from psp.resolver import Resolver
 from psp.sdnotify import Notifier
 from psp.settings import Settings
@@ -39,11 +50,22 @@ from psp.transport import BindError, Transport
 
 if TYPE_CHECKING:
     from psp.digest import Authenticator
+    from psp.registrar import Registrar
 
 log = logging.getLogger("psp.server")
 
 WATCH_INTERVAL = 1.0  # how often the main thread checks that every thread is alive
 JOIN_TIMEOUT = 5.0    # per thread, after the drain
+STATUS_INTERVAL = 5.0  # seconds between two STATUS= load reports (sent only when changed)
+RELOAD_POST_TIMEOUT = 5.0  # how long a reload waits for room on a full inbound FIFO
+# Bound or built once at start: a reload logs a change of these and keeps the running value.
+RESTART_KEYS = (
+    "serverip", "serverip6", "servername", "serverport_udp", "serverport_tcp", "ipv6_enable",
+    "plugins", "plugin_chain", "recovery_file", "magicstring", "rfc3327", "banner", "t1", "t2", "t4",
+    "timer_c", "fifo_size", "retry_after", "max_message_size", "tcp_max_connections",
+    "tcp_idle_timeout", "tcp_max_buffer",
+)
+RESTART_SECTIONS = ("metrics", "resolver")
 EX_OSERR = getattr(os, "EX_OSERR", 71)
 EX_SOFTWARE = getattr(os, "EX_SOFTWARE", 70)
 
@@ -57,6 +79,8 @@ class Wiring:
     before_send: Callable[[], None] | None = None
     close: Callable[[], None] | None = None
     blocked: Callable[[], int] | None = None  # targets the proxy avoids now (RFC 3263 4.3)
+    # Applies new settings to the transaction user, on the processor thread; raises to refuse.
+    reload: Callable[[Settings], None] | None = None
 
 
 def build_core(settings: Settings) -> Wiring:
@@ -72,7 +96,6 @@ def build_core(settings: Settings) -> Wiring:
     from psp.plugins.base import Services
     from psp.plugins.chain import Chain
     from psp.proxy import Proxy
-    from psp.registrar import Registrar
     from psp.rfc3263 import Blocklist
     from psp.store_sqlite import SqliteJournal, load_or_create_secret
     from psp.timers import TimerSettings
@@ -80,9 +103,7 @@ def build_core(settings: Settings) -> Wiring:
     secret = settings.magicstring or load_or_create_secret(settings.recovery_file + ".secret")
     journal = SqliteJournal(settings.recovery_file)
     store = LocationStore(journal, journal.load(time.monotonic(), time.time()))
-    limits = settings.sections["rgstrar"]
-    registrar = Registrar(settings.servername, limits.default_expires, limits.min_expires,
-                          limits.max_expires)
+    registrar = _registrar(settings)
     for user in settings.users:
         if user.contact:
             registrar.add_static(store, user.aor, user.contact)
@@ -101,7 +122,50 @@ def build_core(settings: Settings) -> Wiring:
         journal.close()
 
     return Wiring(core, stats=stats, before_send=journal.commit, close=close,
-                  blocked=lambda: blocklist.blocked(time.monotonic()))
+                  blocked=lambda: blocklist.blocked(time.monotonic()), reload=partial(reload_services, proxy))
+
+
+def _registrar(settings: Settings) -> Registrar:
+    from psp.registrar import Registrar  # noqa: F811 - the run-time import
+
+    limits = settings.sections["rgstrar"]
+    return Registrar(settings.servername, limits.default_expires, limits.min_expires, limits.max_expires)
+
+
+def reload_services(proxy: Any, settings: Settings) -> None:
+    """Give the proxy's plugin chain new sections and services (processor thread).
+
+    The registrar's limits, the users and their permanent contacts, and the authenticator
+    follow ``settings``; the location store and the secret stay.  The authenticator is
+    kept when nothing it depends on changed, so that its replay table survives.  A plugin
+    that refuses its section raises (PluginError) and leaves ``proxy.services`` as it was;
+    the caller then reloads the running settings to undo the plugins already reloaded.
+    """
+    old = proxy.services
+    same_auth = (old.users, old.settings.serverrealm, old.settings.authentication,
+                 old.settings.sections["auth"]) == (settings.users, settings.serverrealm,
+                                                    settings.authentication, settings.sections["auth"])
+    authenticator = old.authenticator if same_auth else _authenticator(settings, old.secret.decode())
+    services = replace(old, registrar=_registrar(settings), authenticator=authenticator,
+                       users=settings.users, settings=settings)
+    proxy.chain.reload(settings, services)
+    _sync_static_contacts(services, old.users)
+    proxy.services = services
+
+
+def _sync_static_contacts(services: Any, before: tuple[Any, ...]) -> None:
+    """Permanent contacts ([userinfo] contact): drop the removed ones, add the new ones."""
+    from psp.registrar import aor_of
+    from psp.uri import parse_uri
+
+    def pairs(users: tuple[Any, ...]) -> set[tuple[str, str]]:
+        return {(user.aor, user.contact) for user in users if user.contact}
+
+    old, new = pairs(before), pairs(services.users)
+    for aor, contact in old - new:
+        services.store.remove(aor_of(parse_uri(aor)), contact)
+    for aor, contact in new - old:
+        services.registrar.add_static(services.store, aor, contact)
 
 
 def _authenticator(settings: Settings, secret: str) -> Authenticator | None:
@@ -129,6 +193,29 @@ def snapshot(stats: Any) -> dict[str, Any]:
         except RuntimeError:
             continue
     return {}
+
+
+def changed_keys(old: Settings, new: Settings) -> list[str]:
+    """The top-level keys and ``[sections]`` whose values differ between two settings."""
+    names = {"users": "[userinfo]", "plugin_chain": "plugins_config"}
+    keys = [names.get(f.name, f.name) for f in fields(Settings)
+            if f.name not in ("path", "sections") and getattr(old, f.name) != getattr(new, f.name)]
+    if "plugins" in keys and "plugins_config" in keys:
+        keys.remove("plugins_config")  # a new plugin list changes the chain by itself
+    sections = sorted(set(old.sections) | set(new.sections))
+    return keys + [f"[{name}]" for name in sections if old.sections.get(name) != new.sections.get(name)]
+
+
+def keep_running_values(old: Settings, new: Settings) -> tuple[Settings, list[str]]:
+    """``new`` with the running values of what only a restart can change, and their names."""
+    kept = [key for key in RESTART_KEYS if getattr(old, key) != getattr(new, key)]
+    sections = dict(new.sections)
+    for name in RESTART_SECTIONS:
+        sections[name] = old.sections[name]
+    for _, name in old.plugin_chain:  # the running chain keeps its sections
+        sections.setdefault(name, old.sections.get(name))
+    merged = replace(new, sections=MappingProxyType(sections), **{key: getattr(old, key) for key in kept})
+    return merged, changed_keys(new, replace(merged, path=new.path))
 
 
 class Server:
@@ -165,6 +252,8 @@ class Server:
         self._wake_w.setblocking(False)
         self._stop_requested = False
         self._reload_requested = False
+        self._status = ""
+        self._status_due = 0.0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -209,7 +298,7 @@ class Server:
                 self._wake_r.recv(4096)
             if self._reload_requested:
                 self._reload_requested = False
-                log.info("reload requested")
+                self.reload()
             dead = [t.name for t in self.threads() if not t.is_alive()]
             if dead:
                 log.critical("thread %s ended unexpectedly; exiting", ", ".join(dead))
@@ -217,6 +306,80 @@ class Server:
                 return EX_SOFTWARE
             if self._stop_requested:
                 return 0
+            self._report_load()
+
+    # ------------------------------------------------------------ systemd status
+
+    def load_text(self) -> str:
+        """The load in a few words: inbound FIFO, transactions, registrations."""
+        stats = self.wiring.stats()
+        parts = [f"inbound FIFO {self.inbound.qsize()}/{self.inbound.maxsize}"]
+        if "transactions" in stats:
+            parts.append(f"{sum(stats['transactions'].values())} transactions")
+        if "registrations_active" in stats:
+            parts.append(f"{stats['registrations_active']} registrations")
+        return ", ".join(parts)
+
+    def _report_load(self) -> None:
+        """STATUS= every STATUS_INTERVAL, when the load changed (``systemctl status`` shows it)."""
+        now = time.monotonic()
+        if not self.notifier.enabled or now < self._status_due:
+            return
+        self._status_due = now + STATUS_INTERVAL
+        status = f"serving: {self.load_text()}"
+        if status != self._status:
+            self._status = status
+            self.notifier.notify(STATUS=status)
+
+    # ------------------------------------------------------------ reload (SIGHUP)
+
+    def reload(self) -> None:
+        """Read and check the file here (main thread); apply it on the processor thread."""
+        path = self.settings.path
+        log.info("reload requested: reading %s", path)
+        self.notifier.notify(RELOADING=1, MONOTONIC_USEC=time.monotonic_ns() // 1000)
+        try:
+            new = load(path)
+        except ConfigError as error:
+            self._refused("; ".join(error.problems))
+            return
+        new, kept = keep_running_values(self.settings, new)
+        if kept:
+            log.warning("reload: %s changed: needs a restart; the running values stay", ", ".join(kept))
+        try:
+            self.inbound.put((CALL, partial(self._apply, new)), timeout=RELOAD_POST_TIMEOUT)
+        except queue.Full:
+            self._refused("the inbound FIFO stayed full: the processor is overloaded")
+
+    def _apply(self, new: Settings, _now: float) -> None:
+        """Processor thread: the transaction user first (it may refuse), then logging."""
+        old = self.settings
+        try:
+            if self.wiring.reload is not None:
+                self.wiring.reload(new)
+            setup_logging(new.loglevel, new.log, new.log_format)
+        except Exception as error:  # whatever refuses the settings, the old ones must stay whole
+            unexpected = not isinstance(error, (PluginError, OSError))
+            self._rollback(old)
+            self._refused(str(error), unexpected)
+            return
+        self.settings = new
+        log.info("reloaded %s: %s", new.path, ", ".join(changed_keys(old, new)) or "nothing changed")
+        self.metrics.reloads.labels("ok").inc()
+        self.notifier.notify(READY=1, STATUS=f"reloaded; serving: {self.load_text()}")
+
+    def _rollback(self, old: Settings) -> None:
+        if self.wiring.reload is None:
+            return
+        try:
+            self.wiring.reload(old)
+        except Exception:
+            log.critical("reload: the running settings could not be restored", exc_info=True)
+
+    def _refused(self, reason: str, unexpected: bool = False) -> None:
+        log.warning("reload refused: %s; the running settings stay", reason, exc_info=unexpected)
+        self.metrics.reloads.labels("refused").inc()
+        self.notifier.notify(READY=1, STATUS=f"reload refused; serving: {self.load_text()}")
 
     def stop(self, drain_time: float | None = None) -> None:
         """Drain, then join the threads in the reverse order of their start."""
@@ -252,6 +415,7 @@ class Server:
 
 def run(settings: Settings) -> int:
     """Run a server until SIGTERM/SIGINT; the process exit code."""
+    log.info("starting partysip %s: %s, plugins %s", __version__, settings.path, " ".join(settings.plugins))
     server = Server(settings)
     server.install_signals()
     try:

@@ -7,9 +7,16 @@ Via, 18.2.2 where responses go), RFC 3581 (rport), RFC 3261 8.1.3.1/21.5.4 (a st
 One thread blocks in ``selectors`` on the UDP sockets, the TCP listeners and connections
 (see :mod:`psp.transport_tcp`) and a socketpair that other threads write to wake it: no
 polling interval.  Every datagram or framed TCP message is parsed here; requests get the
-received/rport fix, and the result goes onto the processor's bounded inbound FIFO.  When
-that FIFO is full the transport itself answers new requests 503 (ACK and CANCEL are
-dropped, as are responses), and counts it, so overload is explicit and bounded.
+received/rport fix, and the result goes onto the processor's bounded inbound FIFO.
+
+Overload is explicit and bounded.  New work (a request outside a dialog, or one that
+starts a dialog) is answered 503 with Retry-After by the transport itself once the FIFO
+is 90% full; the last tenth is kept for what finishes work already accepted: in-dialog
+requests (BYE), ACK, CANCEL, responses and DNS answers.  Only a full FIFO refuses
+in-dialog requests (503), and ACK, CANCEL and responses are then dropped: they never get a
+503.  Every refusal is counted; the log gets one line per ``SHED_LOG_INTERVAL`` at most.
+A datagram over ``max_message_size`` is answered 513 when it can be (RFC 3261 21.5.14).
+At log level debug (7-8) every message received and sent is traced, one event each.
 
 Sending: UDP ``sendto`` is thread safe and never blocks on a non-blocking socket, so the
 processor calls :meth:`Transport.send` and sends directly.  TCP may have to connect or wait
@@ -44,6 +51,10 @@ log = logging.getLogger("psp.transport")
 UDP_BUFFER = 65535  # one datagram: the largest UDP payload, not socketserver's 8192
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 DATAGRAMS_PER_EVENT = 64  # amortise select() under load without starving the other sockets
+SHED_LOG_INTERVAL = 10.0  # seconds between two overload log lines: a flood must not flood the log
+# A TCP message still incomplete after 64*T1 is useless: its sender's transaction has
+# timed out (Timer B/F, RFC 3261 17.1.1.2), so the connection is a slowloris.
+READ_TIMEOUT_T1 = 64
 
 
 class BindError(Exception):
@@ -75,6 +86,19 @@ def fix_via(message: Message, peer: Peer) -> None:
     message.push_via(via)
 
 
+# Bytes from the network must not forge log lines or drive a terminal: every control
+# character but TAB and LF (CRLF line ends become LF) is shown as \xNN.
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(9), *range(11, 32), 127)}
+
+
+def trace(direction: str, peer: Peer, data: bytes) -> None:
+    """The per-message SIP trace: one debug event per message, only when debug is on."""
+    if log.isEnabledFor(logging.DEBUG):
+        text = data.decode("utf-8", "replace").replace("\r\n", "\n").translate(_CONTROLS)
+        log.debug("%s %s %s:%d (%d bytes)\n%s", direction, peer.transport.upper(), peer.host, peer.port,
+                  len(data), text)
+
+
 def stateless_tag(request: Request) -> str:
     """A To tag that is the same for every retransmission of ``request`` (RFC 3261 8.2.6.2)."""
     via = request.top_via
@@ -101,15 +125,19 @@ class Transport:
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         limits = TcpLimits(
             settings.tcp_max_connections, settings.tcp_idle_timeout, settings.tcp_max_buffer,
-            settings.max_message_size,
+            settings.max_message_size, READ_TIMEOUT_T1 * settings.t1,
         )
+        # New work stops at 90% (see the module docstring); a FIFO of 1..9 keeps no reserve.
+        self._new_work_limit = settings.fifo_size - settings.fifo_size // 10
+        self._shed_since_log = 0
+        self._shed_logged: float | None = None
         self._tcp = TcpTransport(self._selector, limits, metrics, self._deliver, self._failed)
         self._udp: list[socket.socket] = []
         self._stopping = False
         self.draining = False
         self.addresses: list[tuple[str, str, int]] = []
         self.thread = threading.Thread(target=self._run, name="tlp", daemon=True)
-        metrics.watch_fifo("outbound", self.outbound.qsize)
+        metrics.watch_fifo("outbound", self.outbound.qsize, settings.fifo_size)
         metrics.watch_tcp(lambda: len(self._tcp))
 
     # ------------------------------------------------------------ lifecycle
@@ -208,6 +236,11 @@ class Transport:
             self._failed(peer, f"sendto: {error.strerror or error}", self._clock())
             return
         self._metrics.count_sent("udp", data)
+        trace("sent to", peer, data)
+
+    def _send_tcp(self, data: bytes, peer: Peer, now: float) -> None:
+        trace("sending to", peer, data)
+        self._tcp.send(data, peer, now)
 
     def _wake(self) -> None:
         try:
@@ -247,7 +280,7 @@ class Transport:
             except queue.Empty:
                 return
             self._metrics.wait["outbound"].observe(now - queued)
-            self._tcp.send(outgoing.data, outgoing.peer, now)
+            self._send_tcp(outgoing.data, outgoing.peer, now)
 
     def _read_udp(self, sock: socket.socket, _now: float, _mask: int) -> None:
         limit = self._settings.max_message_size
@@ -259,10 +292,12 @@ class Transport:
             except OSError as error:  # an ICMP error surfacing on the socket: keep reading
                 log.debug("UDP receive error: %s", error)
                 continue
+            peer = Peer("udp", addr[0], addr[1])
             if len(data) > limit:
                 self._metrics.dropped.labels("oversize").inc()
+                self._answer_unparsed(data, ParseError(f"over {limit} bytes", status=513), peer)
                 continue
-            self._deliver(data, Peer("udp", addr[0], addr[1]), self._clock())
+            self._deliver(data, peer, self._clock())
 
     # ------------------------------------------------------------ inbound path
 
@@ -270,6 +305,7 @@ class Transport:
         """Parse one message from ``peer`` and hand it to the processor, or answer it here."""
         if len(data) <= 4 and not data.strip():  # a CRLF keep-alive ping over UDP: no answer
             return
+        trace("received from", peer, data)
         try:
             message = parse(data)
         except ParseError as error:
@@ -279,8 +315,8 @@ class Transport:
         request = message if isinstance(message, Request) else None
         if request is not None:
             fix_via(request, peer)
-            if self.draining and self._is_new_work(request):
-                self._answer_503(request, peer, "draining")
+            if self._is_new_work(request) and self._refuses_new_work():
+                self._answer_503(request, peer, "draining" if self.draining else "request")
                 return
         try:
             self._inbound.put_nowait(Received(message, peer, now))
@@ -291,8 +327,14 @@ class Transport:
     def _is_new_work(request: Request) -> bool:
         return request.method not in ("ACK", "CANCEL") and request.to.tag is None
 
+    def _refuses_new_work(self) -> bool:
+        return self.draining or self._inbound.qsize() >= self._new_work_limit
+
     def _reject(self, data: bytes, error: ParseError, peer: Peer) -> None:
         self._metrics.parse_errors.labels(peer.transport).inc()
+        self._answer_unparsed(data, error, peer)
+
+    def _answer_unparsed(self, data: bytes, error: ParseError, peer: Peer) -> None:
         response = error_response(data, error)
         if response is None:  # a response, or a request without a usable Via: drop it
             log.debug("dropping unparsable message from %s: %s", peer, error)
@@ -303,15 +345,32 @@ class Transport:
         self._reply(response, peer)
 
     def _shed(self, request: Request | None, peer: Peer) -> None:
+        """The FIFO is full: drop a response, ACK or CANCEL, refuse anything else."""
         if request is None:
             self._metrics.sheds.labels("response").inc()
         elif request.method in ("ACK", "CANCEL"):
             self._metrics.sheds.labels(request.method.lower()).inc()
         else:
-            self._answer_503(request, peer, "request")
+            self._answer_503(request, peer, "in_dialog")
+            return
+        self._log_shed()
+
+    def _log_shed(self) -> None:
+        """One warning per SHED_LOG_INTERVAL at most, with the count since the last one."""
+        self._shed_since_log += 1
+        now = self._clock()
+        if self._shed_logged is not None and now < self._shed_logged + SHED_LOG_INTERVAL:
+            return
+        log.warning("overload: %d message(s) shed since the last report, inbound FIFO %d/%d; "
+                    "new requests get 503 Retry-After: %d", self._shed_since_log, self._inbound.qsize(),
+                    self._settings.fifo_size, self._settings.retry_after)
+        self._shed_since_log = 0
+        self._shed_logged = now
 
     def _answer_503(self, request: Request, peer: Peer, kind: str) -> None:
         self._metrics.sheds.labels(kind).inc()
+        if kind != "draining":  # refusing work while stopping is the plan, not an overload
+            self._log_shed()
         retry = ("Retry-After", str(self._settings.retry_after))
         response = make_response(request, 503, to_tag=request.to.tag or stateless_tag(request), headers=[retry])
         self._reply(response, peer)
@@ -325,7 +384,7 @@ class Transport:
         if target.transport == "udp":
             self._send_udp(data, target)
         else:
-            self._tcp.send(data, target, self._clock())
+            self._send_tcp(data, target, self._clock())
 
     def _failed(self, peer: Peer, reason: str, now: float) -> None:
         log.info("transport failure towards %s: %s", peer, reason)

@@ -7,8 +7,10 @@ connection its request came on, 18.2.2; connections are reused towards the same 
 Everything here runs on the transport thread only; the selector, the sockets and the table
 are never touched by another thread.  Sockets are non-blocking, connects are asynchronous,
 and every connection is bounded: a cap on their number, on the bytes waiting to be written
-to each, on the size of a message being framed, and an idle timeout.  A half-open peer can
-therefore hold one table slot for at most the idle timeout, and never blocks the others.
+to each, on the size of a message being framed, an idle timeout, and a read timeout for a
+message that has started to arrive but does not complete.  A half-open peer can therefore
+hold one table slot for at most the idle timeout, a peer that trickles a message byte by
+byte (slowloris) for at most the read timeout, and neither blocks the others.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class TcpLimits:
     idle_timeout: float
     max_buffer: int
     max_message_size: int
+    read_timeout: float  # from the first bytes of a message to its last
 
 
 @dataclass(eq=False, slots=True)
@@ -55,6 +58,7 @@ class Connection:
     framer: StreamFramer
     last: float
     connecting: bool = False
+    partial_since: float | None = None  # when bytes of a still incomplete message arrived
     out: bytearray = field(default_factory=bytearray)
     events: int = selectors.EVENT_READ
 
@@ -132,10 +136,12 @@ class TcpTransport:
         self._by_id[conn.cid] = conn
         self._by_addr[addr] = conn
         self._selector.register(sock, events, partial(self._on_event, conn))
-        expiry = now + self._limits.idle_timeout
-        if self._next_sweep is None or expiry < self._next_sweep:
-            self._next_sweep = expiry
+        self._sweep_by(now + self._limits.idle_timeout)
         return conn
+
+    def _sweep_by(self, deadline: float) -> None:
+        if self._next_sweep is None or deadline < self._next_sweep:
+            self._next_sweep = deadline
 
     def find(self, peer: Peer) -> Connection | None:
         """The open connection for ``peer``: by its id, else any to its address."""
@@ -162,13 +168,20 @@ class TcpTransport:
         return self._next_sweep
 
     def sweep(self, now: float) -> None:
-        """Close the connections idle for longer than the idle timeout."""
-        idle = self._limits.idle_timeout
-        for conn in [c for c in self._by_id.values() if c.last + idle <= now]:
-            log.debug("closing idle connection %s", conn.addr)
-            self.close(conn, "idle timeout" if conn.out or conn.connecting else None, now)
-        lasts = [c.last for c in self._by_id.values()]
-        self._next_sweep = min(lasts) + idle if lasts else None
+        """Close the connections idle for too long, or too slow to complete a message."""
+        idle, slow = self._limits.idle_timeout, self._limits.read_timeout
+        for conn in list(self._by_id.values()):
+            if conn.last + idle <= now:
+                log.debug("closing idle connection %s", conn.addr)
+                self.close(conn, "idle timeout" if conn.out or conn.connecting else None, now)
+            elif conn.partial_since is not None and conn.partial_since + slow <= now:
+                log.info("closing TCP connection from %s: a message still incomplete after %.0f s",
+                         conn.addr, slow)
+                self._metrics.dropped.labels("tcp_read_timeout").inc()
+                self.close(conn, None, now)
+        deadlines = [c.last + idle for c in self._by_id.values()]
+        deadlines += [c.partial_since + slow for c in self._by_id.values() if c.partial_since is not None]
+        self._next_sweep = min(deadlines) if deadlines else None
 
     def close_all(self) -> None:
         for conn in list(self._by_id.values()):
@@ -271,6 +284,11 @@ class TcpTransport:
             log.info("closing TCP connection from %s: %s", conn.addr, error)
             self.close(conn, None, now)
             return
+        if items:
+            conn.partial_since = None
+        elif conn.partial_since is None and chunk.strip():  # a lone CRLF starts no message
+            conn.partial_since = now
+            self._sweep_by(now + self._limits.read_timeout)
         for item in items:
             if item is KEEPALIVE:
                 self._queue(conn, b"\r\n", now)
