@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from psp import forwarding
 from psp.errors import SipError
 from psp.events import Peer
-from psp.message import Request, Response, make_response
+from psp.message import Request, Response
 from psp.plugins.base import Decision, Location, Mode, RequestContext
 from psp.routing import next_hop
 from psp.selection import best_response
@@ -149,7 +149,7 @@ class ProxyContext:
 
     def _stand_in(self, status: int) -> Response:
         """A response we make up for a branch that got none (408, 416, 487, 503)."""
-        response = make_response(self.server_tx.request, status)
+        response = self.proxy.local_response(self.server_tx.request, status)
         self.stand_ins.append(response)
         return response
 
@@ -222,13 +222,21 @@ class ProxyContext:
             self._launch(1, now)
             return
         self.final_sent = True
-        self._upstream(best_response(self.server_tx.request, self.responses, self.stand_ins), now)
+        best = best_response(self.server_tx.request, self.responses, self.stand_ins,
+                             make=self.proxy.local_response)
+        self._upstream(best, now)
 
     def _upstream(self, response: Response, now: float) -> None:
-        """Send ``response`` through the server transaction, or statelessly for a late 2xx."""
-        if not self.proxy.chain.run_send_response(self.ctx, response):
-            return
+        """Send ``response`` through the server transaction, or statelessly for a late 2xx.
+
+        A final response a plugin refuses to send leaves nothing to wait for: the server
+        transaction is abandoned (a no-op once it answered), as for a STOPped request.
+        """
         tx = self.server_tx
+        if not self.proxy.chain.run_send_response(self.ctx, response):
+            if response.status >= 200:
+                self.core.abandon(tx, now)
+            return
         late = tx.state not in (State.TRYING, State.PROCEEDING, State.ACCEPTED)
         if late and self.invite and 200 <= response.status < 300:
             self.core.send_stateless(response, tx.peer, now)

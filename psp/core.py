@@ -7,7 +7,8 @@ deadline heap (``psp/timers.py``), the outbox of :class:`~psp.events.Outgoing` a
 transaction user (TU, RFC 3261 section 5): the proxy.
 
 Inputs (from the processor): ``on_received``, ``on_resolved``, ``on_transport_failed``,
-``on_timers`` and ``next_deadline``.  ``now`` is always an argument.
+``on_timers``; it reads ``next_deadline`` (when to call ``on_timers``) and ``pending``
+(transactions a drain waits for).  ``now`` is always an argument.
 
 The TU interface (also in docs/transactions.md).  The core calls the TU:
 
@@ -25,19 +26,22 @@ The TU interface (also in docs/transactions.md).  The core calls the TU:
   when Timer H or a transport error ended it).
 
 The TU calls the core: ``send_request`` (stateful, on a new client transaction),
-``respond`` (through a server transaction), ``send_stateless``, ``call_at`` /
+``respond`` (through a server transaction), ``abandon`` (end a server transaction
+without answering), ``send_stateless``, ``call_at`` /
 ``cancel_timer`` (Timer C and other TU timers), ``resolve`` (RFC 3263, answered by a
 callback) and reads ``stats``.  :func:`response_peer` is RFC 3261 18.2.2 + RFC 3581.
 
 A :class:`~psp.errors.SipError` raised by the TU while handling a request becomes the
 response to that request's server transaction here, at exactly one place
-(:meth:`Core._answer_error`); any other exception propagates to the processor.
+(:meth:`Core._answer_error`); any other exception propagates to the processor.  Every
+response generated here or by the TU (rather than relayed) is built by
+:meth:`TU.local_response`, which adds our ``Server`` header.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, ItemsView
+from collections.abc import Callable, ItemsView, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -49,8 +53,8 @@ from psp.matching import Key, client_key, has_cookie, response_key, server_key
 from psp.message import Message, Request, Response, make_response
 from psp.timers import TimerHandle, TimerHeap, TimerSettings
 from psp.transaction import (
-    Effect, Event, Kind, PassToTU, Send, StartTimer, State, StopTimer, Terminated, TimedOut,
-    Transaction, TransportError, recv_event, send_event, status_label,
+    WAITING, Effect, Event, Kind, PassToTU, Send, StartTimer, State, StopTimer, Terminated,
+    TimedOut, Transaction, TransportError, recv_event, send_event, status_label,
 )
 
 ResolveCallback = Callable[[Resolved, float], None]
@@ -107,9 +111,21 @@ class TU:
     """The transaction user.  Subclasses override what they handle; ``core`` is set by Core."""
 
     core: Core
+    server: str | None = None  # our Server header (RFC 3261 20.35), e.g. "PartySIP/0.1.0"
 
     def attach(self, core: Core) -> None:
         self.core = core
+
+    def local_response(self, request: Request, status: int, reason: str | None = None,
+                       headers: Iterable[tuple[str, str]] = ()) -> Response:
+        """A response of our own to ``request`` (never a relayed one), with our Server header."""
+        return self.stamp(make_response(request, status, reason, headers=headers))
+
+    def stamp(self, response: Response) -> Response:
+        """Add our Server header to a response we generated, unless it already names one."""
+        if self.server and not response.has("Server"):
+            response.add_header("Server", self.server)
+        return response
 
     def on_request(self, server_tx: Transaction, request: Request, now: float) -> None:
         raise SipError("no transaction user for requests", status=501)
@@ -152,6 +168,7 @@ class Core:
         self._servers: dict[Key, Transaction] = {}
         self._by_peer: dict[tuple[str, str, int], set[Transaction]] = {}
         self._jobs: dict[int, ResolveCallback] = {}
+        self._waiting = 0  # transactions in a WAITING state, kept up to date by _track and _run
         self._job_ids = itertools.count(1)
         self._source: Peer | None = None  # where the message being handled came from
         self._internal: dict[type, Callable[[Transaction, Any, float], None]] = {
@@ -194,6 +211,15 @@ class Core:
     def next_deadline(self) -> float | None:
         return self._heap.next_deadline()
 
+    def pending(self) -> int:
+        """Transactions still waiting: clients for a final response, servers for the TU's one.
+
+        Those a drain lets finish.  The others (Completed, Confirmed, Accepted) only absorb
+        retransmissions until their timers end them, and TU timers such as the bindings'
+        expiry never end while registrations exist: neither is worth waiting for.
+        """
+        return self._waiting
+
     # ------------------------------------------------------------------ services to the TU
 
     def send_request(self, request: Request, peer: Peer, now: float, context: Any = None) -> Transaction:
@@ -217,6 +243,16 @@ class Core:
             if key not in server_tx.keys:
                 self._servers[key] = server_tx
                 server_tx.keys.append(key)
+
+    def abandon(self, server_tx: Transaction, now: float) -> None:
+        """End ``server_tx`` without sending anything (a request the TU drops unanswered).
+
+        A transaction that already sent its final response is left to its timers (a
+        counted no-op): it must go on absorbing retransmissions.
+        """
+        if server_tx.is_client:
+            raise ValueError("only a server transaction can be abandoned")
+        self._run(server_tx, Event.ABANDON, None, now)
 
     def send_stateless(self, message: Message, peer: Peer, now: float) -> None:
         """Send ``message`` to ``peer`` once, outside any transaction (ACK for 2xx, stray responses)."""
@@ -273,15 +309,18 @@ class Core:
         tx.keys.append(key)
         self._by_peer.setdefault(_peer_key(tx.peer), set()).add(tx)
         self.stats.transactions[tx.kind.value] += 1
+        self._waiting += 1  # a new transaction is Initial
 
     # ------------------------------------------------------------------ effects
 
     def _run(self, tx: Transaction, event: Event, message: Message | None, now: float) -> None:
         """Feed ``event`` to ``tx``; do its effects, then tell the TU (so TU errors cannot leak state)."""
+        was_waiting = tx.state in WAITING
         effects = tx.handle(event, message)
         if effects is None:
             self.stats.noop_events += 1
             return
+        self._waiting += (tx.state in WAITING) - was_waiting
         internal, tell = self._internal, self._tell
         for effect in effects:
             action = internal.get(type(effect))
@@ -348,7 +387,7 @@ class Core:
         try:
             call(*args)
         except SipError as error:
-            response = make_response(tx.request, error.status, error.reason, headers=error.headers)
+            response = self.tu.local_response(tx.request, error.status, error.reason, error.headers)
             self.respond(tx, response, now)
 
     def _timed_out(self, tx: Transaction, effect: TimedOut, now: float) -> None:

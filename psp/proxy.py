@@ -8,8 +8,11 @@ response and client failure.  For a new request it does, in order:
 3. an OPTIONS addressed to the proxy itself is answered here (RFC 3261 11, 16.3 item 3),
    even with Max-Forwards 0; any other request with Max-Forwards 0 gets 483 (16.3 item 3);
 4. the plugin chain decides (docs/plugins.md), and the decision is carried out: STOP drops
-   the request, UAS and REDIRECT answer it locally, FORK and SEQ forward it through a
-   :class:`psp.context.ProxyContext` (16.5 to 16.10).
+   the request and abandons its server transaction, UAS and REDIRECT answer it locally,
+   FORK and SEQ forward it through a :class:`psp.context.ProxyContext` (16.5 to 16.10).
+
+Responses we generate carry ``Server: <banner>/<version>`` (``TU.local_response``);
+relayed responses and forwarded requests are left as they are (no User-Agent is added).
 
 ACKs for 2xx (and any ACK no transaction absorbs) are relayed statelessly along their
 Route set (16.11 style); a CANCEL gets 200 whenever its INVITE's server transaction exists
@@ -23,12 +26,12 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from psp import branch, forwarding
+from psp import __version__, branch, forwarding
 from psp.context import Branch, ProxyContext
 from psp.core import TU, Core, response_peer
 from psp.errors import SipError
 from psp.events import Peer
-from psp.message import Request, Response, make_response
+from psp.message import Request, Response
 from psp.plugins.base import Decision, Mode, RequestContext, Services, State
 from psp.plugins.chain import Chain
 from psp.rfc3263 import Blocklist
@@ -46,12 +49,14 @@ class Proxy(TU):
     """The transaction user of the core: validation, the chain, and forwarding (module doc)."""
 
     def __init__(self, local: Local, chain: Chain, services: Services, *,
-                 blocklist: Blocklist | None = None, add_path: bool = False) -> None:
+                 blocklist: Blocklist | None = None, add_path: bool = False,
+                 server: str | None = None) -> None:
         self.local = local
         self.chain = chain
         self.services = services
         self.blocklist = blocklist
         self.add_path = add_path
+        self.server = server
         self.stats = {"stray_dropped": 0, "stopped": 0}
         self._expiry: TimerHandle[Any] | None = None
         self._expiry_at: float | None = None
@@ -59,9 +64,10 @@ class Proxy(TU):
     @classmethod
     def from_settings(cls, settings: Any, chain: Chain, services: Services,
                       blocklist: Blocklist | None = None) -> Proxy:
-        """The proxy partysip.conf describes (serverip, servername, ports, rfc3327)."""
+        """The proxy partysip.conf describes (serverip, servername, ports, rfc3327, banner)."""
         local = Local.from_settings(settings, services.secret)
-        return cls(local, chain, services, blocklist=blocklist, add_path=settings.rfc3327)
+        return cls(local, chain, services, blocklist=blocklist, add_path=settings.rfc3327,
+                   server=server_header(settings.banner))
 
     def attach(self, core: Core) -> None:
         super().attach(core)
@@ -76,11 +82,12 @@ class Proxy(TU):
 
     def on_request(self, server_tx: Transaction, request: Request, now: float) -> None:
         if request.method == "INVITE":
-            self.core.respond(server_tx, make_response(request, 100), now)
+            self.core.respond(server_tx, self.local_response(request, 100), now)
         routed = request.copy()
         preprocess(routed, self.local)
         if self._for_us(routed):
-            self._answer(server_tx, None, make_response(request, 200, headers=[("Allow", ALLOW)]), now)
+            self._answer(server_tx, None, self.local_response(request, 200, headers=[("Allow", ALLOW)]),
+                         now)
             return
         if request.max_forwards == 0:
             raise SipError("Max-Forwards reached 0", status=483)
@@ -101,21 +108,28 @@ class Proxy(TU):
         """Act on the chain's settled decision (docs/proxy.md, the decision table)."""
         if decision.state is State.STOP:
             self.stats["stopped"] += 1
+            self.core.abandon(server_tx, now)
         elif decision.mode in (Mode.UAS, Mode.REDIRECT):
-            response = decision.response
-            if response is None:
+            if decision.response is not None:  # built by a plugin or the registrar: still ours
+                response = self.stamp(decision.response)
+            else:
                 assert decision.status is not None  # the chain settles UAS/REDIRECT with one
-                response = make_response(server_tx.request, decision.status, decision.reason,
-                                         headers=decision.local_headers())
+                response = self.local_response(server_tx.request, decision.status, decision.reason,
+                                               decision.local_headers())
             self._answer(server_tx, ctx, response, now)
         else:
             ProxyContext(self, server_tx, ctx, decision).start(now)
 
     def _answer(self, server_tx: Transaction, ctx: RequestContext | None, response: Response,
                 now: float) -> None:
-        """A response of our own; the plugins' on_send_response sees it when there is a context."""
+        """A response of our own; the plugins' on_send_response sees it when there is a context.
+
+        A plugin that refuses to send it leaves the request unanswered, as a STOP does.
+        """
         if ctx is None or self.chain.run_send_response(ctx, response):
             self.core.respond(server_tx, response, now)
+        else:
+            self.core.abandon(server_tx, now)
 
     # ------------------------------------------------------------------ ACK and CANCEL
 
@@ -143,7 +157,7 @@ class Proxy(TU):
         """16.10: 200 whenever the INVITE's server transaction exists, then cancel its branches."""
         if invite_stx is None:
             raise SipError("no transaction to cancel", status=481)
-        self.core.respond(cancel_stx, make_response(cancel_stx.request, 200), now)
+        self.core.respond(cancel_stx, self.local_response(cancel_stx.request, 200), now)
         context = invite_stx.context
         if isinstance(context, ProxyContext):
             context.cancel(now)
@@ -196,3 +210,8 @@ class Proxy(TU):
         self._expiry = self._expiry_at = None
         self.services.store.expire(now)
         self._arm_expiry()
+
+
+def server_header(banner: str) -> str | None:
+    """The Server value for the ``banner`` key: ``<banner>/<version>``; an empty banner: None."""
+    return f"{banner}/{__version__}" if banner else None

@@ -5,7 +5,7 @@ downstream, or stood in for by the proxy: 408 for a branch that timed out, 503 f
 could not be reached, RFC 3261 16.8 and 16.9), :func:`best_response` returns the one to
 send upstream:
 
-* none at all: 408 (Request Timeout);
+* none at all: 408 (Request Timeout), of our own;
 * a 6xx if there is one (the first received);
 * otherwise the lowest class; within 4xx the responses that tell the UAC how to retry
   (401, 407, 415, 420, 484) come first; then responses from downstream before the ones
@@ -20,9 +20,12 @@ send upstream:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
-from psp.message import Request, Response, make_response
+from psp.message import Request, Response
+
+# Builds a response of our own (the proxy's TU.local_response, with our Server header).
+MakeResponse = Callable[[Request, int], Response]
 
 # 16.7 step 6: responses "that provide information affecting resubmission of this request".
 RESUBMISSION = (401, 407, 415, 420, 484)
@@ -30,13 +33,14 @@ CHALLENGES = ("WWW-Authenticate", "Proxy-Authenticate")
 
 
 def best_response(request: Request, responses: Sequence[Response],
-                  stand_ins: Collection[Response] = ()) -> Response:
+                  stand_ins: Collection[Response], *, make: MakeResponse) -> Response:
     """The response to send upstream for ``request`` among ``responses`` (see the module doc).
 
-    ``stand_ins`` are those of ``responses`` that the proxy made up for a branch.
+    ``stand_ins`` are those of ``responses`` that the proxy made up for a branch; ``make``
+    builds the 408 and 500 of our own.
     """
     if not responses:
-        return make_response(request, 408)
+        return make(request, 408)
 
     def rank(index: int) -> tuple[int, int, int, int, int]:
         response = responses[index]
@@ -48,7 +52,7 @@ def best_response(request: Request, responses: Sequence[Response],
 
     best = responses[min(range(len(responses)), key=rank)]
     if best.status == 503:
-        return make_response(request, 500)
+        return make(request, 500)
     if best.status in (401, 407):
         return with_all_challenges(best, responses)
     return best

@@ -3,7 +3,9 @@
 RFC 3261 section 17 (figures 5 to 8: INVITE client, non-INVITE client, INVITE server and
 non-INVITE server transactions), amended by RFC 6026 section 7 and 8 (the Accepted state
 of the INVITE transactions, Timers L and M: 2xx responses and the ACK for a 2xx pass
-through to the transaction user instead of ending or being swallowed).
+through to the transaction user instead of ending or being swallowed).  One event is
+ours: ``ABANDON``, a server transaction whose TU drops the request without any final
+response (a plugin's STOP) ends at once instead of waiting forever.
 
 Rules of this file (in the spirit of h11's ``_state.py``):
 
@@ -74,6 +76,7 @@ class Event(enum.Enum):
     SEND_2XX = "2xx from TU"
     SEND_3456XX = "3xx-6xx from TU"
     TRANSPORT_ERROR = "transport error"
+    ABANDON = "abandoned by TU"  # the TU drops the request without answering (a plugin STOP)
     TIMER_A = Timer.A
     TIMER_B = Timer.B
     TIMER_D = Timer.D
@@ -86,6 +89,11 @@ class Event(enum.Enum):
     TIMER_K = Timer.K
     TIMER_L = Timer.L
     TIMER_M = Timer.M
+
+
+# States in which a transaction still waits: a client for its final response, a server for
+# the TU to give one.  What a draining server lets finish (Core.pending).
+WAITING = frozenset({State.INITIAL, State.CALLING, State.TRYING, State.PROCEEDING})
 
 
 def recv_event(status: int) -> Event:
@@ -437,6 +445,7 @@ IST_TABLE: Table = {
     (S.PROCEEDING, E.SEND_2XX): (_ist_2xx, S.ACCEPTED),
     (S.PROCEEDING, E.SEND_3456XX): (_ist_failure, S.COMPLETED),
     (S.PROCEEDING, E.TRANSPORT_ERROR): (_transport_error, S.TERMINATED),
+    (S.PROCEEDING, E.ABANDON): (_nothing, S.TERMINATED),
     (S.COMPLETED, E.RECV_REQUEST): (_resend_response, S.COMPLETED),
     (S.COMPLETED, E.TIMER_G): (_ist_timer_g, S.COMPLETED),
     (S.COMPLETED, E.TIMER_H): (_timed_out, S.TERMINATED),
@@ -450,6 +459,7 @@ IST_TABLE: Table = {
 
 NIST_TABLE: Table = {
     (S.INITIAL, E.RECV_REQUEST): (_pass_up, S.TRYING),
+    (S.TRYING, E.ABANDON): (_nothing, S.TERMINATED),
     (S.TRYING, E.SEND_1XX): (_send_response, S.PROCEEDING),
     (S.TRYING, E.SEND_2XX): (_nist_final, S.COMPLETED),
     (S.TRYING, E.SEND_3456XX): (_nist_final, S.COMPLETED),
@@ -458,6 +468,7 @@ NIST_TABLE: Table = {
     (S.PROCEEDING, E.SEND_3456XX): (_nist_final, S.COMPLETED),
     (S.PROCEEDING, E.RECV_REQUEST): (_resend_response, S.PROCEEDING),
     (S.PROCEEDING, E.TRANSPORT_ERROR): (_transport_error, S.TERMINATED),
+    (S.PROCEEDING, E.ABANDON): (_nothing, S.TERMINATED),
     (S.COMPLETED, E.RECV_REQUEST): (_resend_response, S.COMPLETED),
     (S.COMPLETED, E.TRANSPORT_ERROR): (_transport_error, S.TERMINATED),
     (S.COMPLETED, E.TIMER_J): (_nothing, S.TERMINATED),
@@ -480,16 +491,18 @@ EVENTS: dict[Kind, frozenset[Event]] = {
     }),
     Kind.IST: frozenset({
         E.RECV_REQUEST, E.RECV_ACK, E.SEND_1XX, E.SEND_2XX, E.SEND_3456XX, E.TRANSPORT_ERROR,
-        E.TIMER_G, E.TIMER_H, E.TIMER_I, E.TIMER_L,
+        E.ABANDON, E.TIMER_G, E.TIMER_H, E.TIMER_I, E.TIMER_L,
     }),
     Kind.NIST: frozenset({
-        E.RECV_REQUEST, E.SEND_1XX, E.SEND_2XX, E.SEND_3456XX, E.TRANSPORT_ERROR, E.TIMER_J,
+        E.RECV_REQUEST, E.SEND_1XX, E.SEND_2XX, E.SEND_3456XX, E.TRANSPORT_ERROR, E.ABANDON,
+        E.TIMER_J,
     }),
 }
 
 # Why each pair is a no-op: a transaction starts with exactly one event; stopped timers
 # may still pop (cancellation is lazy); retransmitted requests and responses are absorbed;
-# a TU answering twice is ignored; transport errors only count where something was sent.
+# a TU answering twice is ignored; transport errors only count where something was sent;
+# a TU can only abandon a request it has not answered (after that, the timers end it).
 IGNORED: dict[Kind, dict[State, frozenset[Event]]] = {
     Kind.ICT: {
         S.INITIAL: frozenset({
@@ -523,28 +536,32 @@ IGNORED: dict[Kind, dict[State, frozenset[Event]]] = {
     },
     Kind.IST: {
         S.INITIAL: frozenset({
-            E.RECV_ACK, E.SEND_1XX, E.SEND_2XX, E.SEND_3456XX, E.TRANSPORT_ERROR,
+            E.RECV_ACK, E.SEND_1XX, E.SEND_2XX, E.SEND_3456XX, E.TRANSPORT_ERROR, E.ABANDON,
             E.TIMER_G, E.TIMER_H, E.TIMER_I, E.TIMER_L,
         }),
         S.PROCEEDING: frozenset({E.RECV_ACK, E.TIMER_G, E.TIMER_H, E.TIMER_I, E.TIMER_L}),
-        S.COMPLETED: frozenset({E.SEND_1XX, E.SEND_2XX, E.SEND_3456XX, E.TIMER_I, E.TIMER_L}),
+        S.COMPLETED: frozenset({
+            E.SEND_1XX, E.SEND_2XX, E.SEND_3456XX, E.ABANDON, E.TIMER_I, E.TIMER_L,
+        }),
         S.CONFIRMED: frozenset({
             E.RECV_REQUEST, E.RECV_ACK, E.SEND_1XX, E.SEND_2XX, E.SEND_3456XX,
-            E.TRANSPORT_ERROR, E.TIMER_G, E.TIMER_H, E.TIMER_L,
+            E.TRANSPORT_ERROR, E.ABANDON, E.TIMER_G, E.TIMER_H, E.TIMER_L,
         }),
         # RFC 6026 7.1: INVITE retransmissions are absorbed; the TU owns 2xx delivery, so a
         # failed send of one does not end the transaction
         S.ACCEPTED: frozenset({
-            E.RECV_REQUEST, E.SEND_1XX, E.SEND_3456XX, E.TRANSPORT_ERROR,
+            E.RECV_REQUEST, E.SEND_1XX, E.SEND_3456XX, E.TRANSPORT_ERROR, E.ABANDON,
             E.TIMER_G, E.TIMER_H, E.TIMER_I,
         }),
         S.TERMINATED: EVENTS[Kind.IST],
     },
     Kind.NIST: {
-        S.INITIAL: frozenset({E.SEND_1XX, E.SEND_2XX, E.SEND_3456XX, E.TRANSPORT_ERROR, E.TIMER_J}),
+        S.INITIAL: frozenset({
+            E.SEND_1XX, E.SEND_2XX, E.SEND_3456XX, E.TRANSPORT_ERROR, E.ABANDON, E.TIMER_J,
+        }),
         S.TRYING: frozenset({E.RECV_REQUEST, E.TRANSPORT_ERROR, E.TIMER_J}),
         S.PROCEEDING: frozenset({E.TIMER_J}),
-        S.COMPLETED: frozenset({E.SEND_1XX, E.SEND_2XX, E.SEND_3456XX}),
+        S.COMPLETED: frozenset({E.SEND_1XX, E.SEND_2XX, E.SEND_3456XX, E.ABANDON}),
         S.TERMINATED: EVENTS[Kind.NIST],
     },
 }

@@ -217,6 +217,99 @@ def test_ack_is_never_sent_on_a_client_transaction():
         net.core.send_request(request("ACK"), UAS, 0.0)
 
 
+# --- abandon, pending, our own responses --------------------------------------------------
+
+
+def abandon(tu, stx, req, now):
+    tu.core.abandon(stx, now)
+
+
+@pytest.mark.parametrize("method", ["INVITE", "OPTIONS"])
+def test_an_abandoned_request_ends_its_server_transaction_without_an_answer(method):
+    net, tu = make(abandon)
+    net.deliver(request(method), UAC)
+    stx = tu.calls[0][1]
+    assert net.take() == [] and stx.state is State.TERMINATED
+    assert tu.names() == ["request", "terminated"]
+    assert net.core.stats.transactions == {"ICT": 0, "NICT": 0, "IST": 0, "NIST": 0}
+    assert net.core.pending() == 0 and net.core.next_deadline() is None
+    net.deliver(request(method), UAC)  # a retransmission is a new request, dropped again
+    assert tu.names() == ["request", "terminated"] * 2
+
+
+def test_abandon_after_a_provisional_ends_the_transaction_too():
+    def trying_then_abandon(tu, stx, req, now):
+        tu.core.respond(stx, make_response(req, 100), now)
+        tu.core.abandon(stx, now)
+    net, tu = make(trying_then_abandon)
+    net.deliver(request(), UAC)
+    assert [msg.status for _, msg in net.take()] == [100]
+    assert net.core.stats.transactions["IST"] == 0
+
+
+def test_abandon_after_the_final_response_leaves_the_transaction_to_its_timers():
+    net, tu = make(lambda tu, stx, req, now: tu.core.respond(stx, make_response(req, 486), now))
+    net.deliver(request(), UAC)
+    stx = tu.calls[0][1]
+    net.core.abandon(stx, 0.0)
+    assert stx.state is State.COMPLETED and net.core.stats.noop_events == 1
+    net.take()
+    net.deliver(request(), UAC)  # still absorbs retransmissions
+    assert [msg.status for _, msg in net.take()] == [486]
+
+
+def test_only_server_transactions_can_be_abandoned():
+    net, _ = make()
+    tx = net.core.send_request(request("OPTIONS"), UAS, 0.0)
+    with pytest.raises(ValueError):
+        net.core.abandon(tx, 0.0)
+    assert tx.state is State.TRYING
+
+
+def test_pending_counts_transactions_waiting_for_a_final_response():
+    net, tu = make()
+    net.deliver(request(), UAC)
+    stx = tu.calls[0][1]
+    invite = request(branch="z9hG4bK-out1")
+    net.core.send_request(invite, UAS, 0.0)
+    net.core.send_request(request("OPTIONS", branch="z9hG4bK-out2"), UAS, 0.0)
+    assert net.core.pending() == 3
+    net.core.respond(stx, make_response(stx.request, 180), 0.0)
+    net.deliver(response(invite, 180), UAS)
+    assert net.core.pending() == 3  # Proceeding still waits for a final response
+    net.core.respond(stx, make_response(stx.request, 200), 0.0)
+    net.deliver(response(invite, 200), UAS)
+    assert net.core.pending() == 1  # both in Accepted: they only absorb retransmissions
+    net.advance(40.0)  # the OPTIONS times out
+    assert net.core.pending() == 0
+    assert net.core.stats.transactions == {"ICT": 0, "NICT": 0, "IST": 0, "NIST": 0}
+
+
+def test_pending_ignores_completed_transactions_that_keep_the_deadline_alive():
+    net, tu = make(lambda tu, stx, req, now: tu.core.respond(stx, make_response(req, 404), now))
+    net.deliver(request("OPTIONS"), UAC)
+    assert net.core.pending() == 0
+    assert net.core.stats.transactions["NIST"] == 1 and net.core.next_deadline() == 32.0
+
+
+@pytest.mark.parametrize(("server", "expected"), [("PartySIP/0.1.0", "PartySIP/0.1.0"), (None, None)])
+def test_responses_made_at_the_sip_error_boundary_carry_our_server_header(server, expected):
+    def refuse(tu, stx, req, now):
+        raise SipError("no", status=403)
+    net, tu = make(refuse)
+    tu.server = server
+    net.deliver(request("OPTIONS"), UAC)
+    [(_, answer)] = net.take()
+    assert (answer.status, answer.header("Server")) == (403, expected)
+
+
+def test_stamp_keeps_a_server_header_a_response_already_has():
+    tu = Recorder()
+    tu.server = "PartySIP/0.1.0"
+    own = make_response(request(), 200, headers=[("Server", "other/1")])
+    assert tu.stamp(own).header_values("Server") == ["other/1"]
+
+
 def test_core_takes_timer_values_from_the_server_settings():
     class Conf:
         t1, t2, t4, timer_c = 0.25, 2.0, 2.5, 200.0

@@ -73,6 +73,16 @@ def test_whole_call_invite_180_200_ack_bye_200(net):
     assert net.take() == []
 
 
+def test_a_call_is_pending_until_its_final_response_whatever_the_timers(net):
+    invite, out = forwarded_invite(net)
+    assert net.core.pending() == 2  # our IST and ICT wait for a final response
+    net.deliver(response(out, 180), UAS)
+    assert net.core.pending() == 2
+    net.deliver(response(out, 200), UAS)
+    assert net.core.pending() == 0  # a drain may stop now: Accepted only absorbs retransmissions
+    assert net.core.next_deadline() is not None
+
+
 def test_invite_retransmission_gets_the_100_again_and_is_not_forwarded_twice(net):
     invite, _ = forwarded_invite(net)
     net.advance(0.4)
@@ -141,19 +151,11 @@ def test_timer_f_gives_408_upstream(net):
     assert answers == [(UAC, 408)]
 
 
-
-
 def test_transport_error_gives_500(net):
     invite, out = forwarded_invite(net)
     net.core.on_transport_failed(TransportFailed(UAS, "unreachable", 0.1), 0.1)
     peer, failure = only(net.take())
     assert (peer, failure.status) == (UAC, 500)  # 16.9: as a 503, which 16.7 turns into 500
-
-
-
-
-
-
 
 
 def test_names_are_resolved_before_forwarding(net):
@@ -165,8 +167,6 @@ def test_names_are_resolved_before_forwarding(net):
     net.core.on_resolved(Resolved(job.job, (target,), None, 0.1), 0.1)
     peer, options = only(net.take())
     assert peer == target and options.top_via.transport == "TCP"
-
-
 
 
 def test_stray_2xx_is_relayed_statelessly_by_the_next_via(net):

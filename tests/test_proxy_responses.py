@@ -6,6 +6,7 @@ import pytest
 from test_proxy_support import BOB1, BOB2, UAC, bob_store, by_peer, make_proxy, only
 from test_transaction_fixtures import request, response
 
+from psp import __version__
 from psp.events import Peer, Resolved, ResolveJob, TransportFailed
 from psp.plugins.base import Plugin, State
 from psp.rfc3263 import Blocklist
@@ -47,6 +48,7 @@ def test_best_response_once_every_branch_ended(first: int, second: int, chosen: 
     net, out = forked()
     [final] = answer(net, out, (first, ()), (second, ()))
     assert final.status == chosen
+    assert final.has("Server") is (chosen == 500)  # our own 500; the others are relayed as received
 
 
 def test_a_6xx_cancels_the_pending_branches_and_wins() -> None:
@@ -72,8 +74,8 @@ def test_401_and_407_challenges_are_aggregated() -> None:
 def test_408_when_no_branch_answered() -> None:
     net, out = forked()
     net.advance(32.1)
-    finals = [m.status for m in upstream(net) if m.status >= 200]
-    assert finals == [408]
+    finals = [(m.status, m.header("Server")) for m in upstream(net) if m.status >= 200]
+    assert finals == [(408, f"PartySIP/{__version__}")]
 
 
 def test_provisionals_are_relayed_but_100_is_absorbed() -> None:

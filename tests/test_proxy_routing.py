@@ -3,9 +3,11 @@ answers, ACK relaying, loop detection through our branch, and the registrar path
 
 from __future__ import annotations
 
+import pytest
 from test_proxy_support import BOB1, PROXY, UAC, bob_store, labels, make_proxy, only
 from test_transaction_fixtures import request, response
 
+from psp import __version__
 from psp.events import Peer
 from psp.location import Binding
 from psp.parser import parse
@@ -13,6 +15,8 @@ from psp.plugins.base import Plugin, State
 from psp.routing import psp_tag
 
 HOP = Peer("udp", "192.0.2.30", 5070)
+NONE = {"ICT": 0, "NICT": 0, "IST": 0, "NIST": 0}
+SERVER = f"PartySIP/{__version__}"  # the banner's default
 RR_ON = "[localdb]\nmode = sf_forking\nrecord-route = on\n"
 
 
@@ -54,9 +58,39 @@ def test_redirect_answers_302_with_the_contacts() -> None:
     [(_, trying), (_, moved)] = net.take()
     assert (trying.status, moved.status) == (100, 302)
     assert moved.header_values("Contact") == ["<sip:bob@192.0.2.21>;q=0.5;expires=3600"]
+    assert moved.header("Server") == SERVER
 
 
-def test_a_stopped_request_is_dropped_silently_and_counted() -> None:
+def test_every_response_we_make_carries_the_banner() -> None:
+    net, _ = make_proxy()
+    net.deliver(request("OPTIONS", uri=f"sip:{PROXY}"), UAC)
+    net.deliver(request("MESSAGE", uri="sip:nobody@example.com", branch="z9hG4bK-2"), UAC)
+    net.deliver(with_max_forwards(request(uri="sip:bob@example.com", branch="z9hG4bK-3"), "0"), UAC)
+    net.deliver(request("CANCEL", uri="sip:bob@example.com", branch="z9hG4bK-3"), UAC)
+    net.deliver(request("REGISTER", uri="sip:example.com", branch="z9hG4bK-4",
+                        headers="Contact: <sip:bob@192.0.2.21>\r\n"), UAC)
+    answers = [(message.status, message.header("Server")) for _, message in net.take()]
+    assert answers == [(200, SERVER), (404, SERVER), (100, SERVER), (483, SERVER), (200, SERVER),
+                       (200, SERVER)]
+
+
+def test_an_empty_banner_means_no_server_header() -> None:
+    net, _ = make_proxy('banner = ""\n')
+    net.deliver(request("MESSAGE", uri="sip:nobody@example.com"), UAC)
+    assert not only(net.take())[1].has("Server")
+
+
+def test_forwarded_requests_and_relayed_responses_get_no_banner() -> None:
+    net, _ = make_proxy()
+    net.deliver(request(uri="sip:bob@192.0.2.21"), UAC)
+    [_, (_, invite)] = net.take()
+    assert not invite.has("User-Agent") and not invite.has("Server")
+    net.deliver(response(invite, 180), BOB1)
+    assert not only(net.take())[1].has("Server")
+
+
+@pytest.mark.parametrize(("method", "sent"), [("MESSAGE", []), ("INVITE", [(UAC, 100)])])
+def test_a_stopped_request_is_dropped_silently_counted_and_forgotten(method, sent) -> None:
     class Discard(Plugin):
         name = "discard"
 
@@ -64,8 +98,33 @@ def test_a_stopped_request_is_dropped_silently_and_counted() -> None:
             decision.stop()
 
     net, proxy = make_proxy(extra=(Discard,))
+    net.deliver(request(method, uri="sip:bob@192.0.2.21"), UAC)
+    assert labels(net.take()) == sent and proxy.stats["stopped"] == 1
+    assert net.core.stats.transactions == NONE and net.core.pending() == 0
+
+
+class Mute(Plugin):
+    """Refuses to send any response upstream."""
+
+    name = "mute"
+
+    def on_send_response(self, ctx, response):
+        return State.STOP
+
+
+def test_a_local_answer_a_plugin_refuses_to_send_leaves_no_transaction() -> None:
+    net, _ = make_proxy(extra=(Mute,))
+    net.deliver(request("MESSAGE", uri="sip:nobody@example.com"), UAC)
+    assert net.take() == [] and net.core.stats.transactions == NONE
+
+
+def test_a_final_response_a_plugin_refuses_to_relay_ends_the_server_transaction() -> None:
+    net, _ = make_proxy(extra=(Mute,))
     net.deliver(request("MESSAGE", uri="sip:bob@192.0.2.21"), UAC)
-    assert net.take() == [] and proxy.stats["stopped"] == 1
+    _, out = only(net.take())
+    net.deliver(response(out, 404), BOB1)
+    assert net.take() == []
+    assert net.core.stats.transactions["NIST"] == 0 and net.core.pending() == 0
 
 
 def test_hooks_see_local_answers_and_forwarded_copies() -> None:

@@ -159,3 +159,28 @@ def test_nist_transport_error_after_sending(status):
     d.feed(Event.SEND_1XX if status < 200 else Event.SEND_3456XX, answer(req, status))
     d.feed(Event.TRANSPORT_ERROR)
     assert d.notes == ["TransportError", "Terminated"]
+
+
+# --- abandoned by the TU (a STOPped request) ---------------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "method", "provisional"), [
+    (Kind.IST, "INVITE", True), (Kind.NIST, "MESSAGE", False), (Kind.NIST, "MESSAGE", True),
+])
+def test_an_unanswered_server_transaction_abandoned_by_the_tu_ends_silently(kind, method, provisional):
+    req = request(method)
+    d = Driver.start(kind, req)
+    if provisional:
+        d.feed(Event.SEND_1XX, answer(req, 100))
+    d.feed(Event.ABANDON)
+    assert d.tx.state is State.TERMINATED and d.notes == ["Terminated"]
+    assert len(d.sent) == int(provisional) and d.heap.next_deadline() is None
+
+
+@pytest.mark.parametrize("kind", [Kind.IST, Kind.NIST])
+def test_abandon_after_a_final_response_changes_nothing(kind):
+    req = request("INVITE" if kind is Kind.IST else "OPTIONS")
+    d = Driver.start(kind, req)
+    d.feed(Event.SEND_3456XX, answer(req, 486))
+    d.feed(Event.ABANDON)
+    assert d.noops == 1 and d.tx.state is State.COMPLETED

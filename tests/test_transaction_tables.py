@@ -101,7 +101,6 @@ def test_cancel_is_built_from_the_request_it_cancels():
     assert cancel.max_forwards == 70
 
 
-
 def test_the_tables_in_docs_match_the_code():
     text = (Path(__file__).parent.parent / "docs" / "transactions.md").read_text()
     for kind, table in TABLES.items():
