@@ -2,8 +2,10 @@
 
 Flags mirror the original PartySIP: ``-f`` config file, ``-d`` debug level (overrides
 ``loglevel``), ``-l`` log file, ``-v`` verbose, ``-V`` version.  ``--check`` only
-validates the file.  Exit codes follow sysexits(3): 78 for a bad configuration, 64 for a
-bad command line.  The user never sees a traceback: problems are one line each on stderr.
+validates the file.  Exit codes follow sysexits(3): 78 for a bad configuration (including
+a section a plugin refuses at start), 73 for a log or recovery file that cannot be opened,
+71 for a socket that cannot be bound, 70 for a bug, 64 for a bad command line.  The user
+never sees a traceback: problems are one line each on stderr.
 """
 
 from __future__ import annotations
@@ -69,9 +71,18 @@ def _parser() -> _Parser:
 
 
 def _run(settings: Settings) -> int:
-    from psp.server import run  # imported here so that --check and -V work without the server
+    # Imported here so that --check and -V work without the server.
+    from psp.plugins.base import PluginError
+    from psp.server import run
+    from psp.store_sqlite import StoreError
     try:
         return run(settings)
+    except PluginError as error:  # the file is valid, but a plugin refuses what it says
+        print(f"{settings.path}: {error}", file=sys.stderr)
+        return EX_CONFIG
+    except StoreError as error:  # names the file and the cause
+        print(f"partysip: {error}", file=sys.stderr)
+        return EX_CANTCREAT
     except OSError as error:
         log.critical("cannot run: %s", error)
         return EX_OSERR

@@ -95,6 +95,8 @@ class Stats:
     """Counters the metrics module samples at scrape time (plain ints, never per-message cost)."""
 
     transactions: dict[str, int] = field(default_factory=lambda: {k.value: 0 for k in Kind})
+    # Server transactions by the class of the final response they sent ("2xx" .. "6xx").
+    completed: dict[str, int] = field(default_factory=lambda: {f"{n}xx": 0 for n in range(2, 7)})
     retransmissions: int = 0
     timeouts: int = 0
     transport_errors: int = 0
@@ -235,7 +237,12 @@ class Core:
 
     def respond(self, server_tx: Transaction, response: Response, now: float) -> None:
         """Send ``response`` through ``server_tx``; a response its state refuses is a counted no-op."""
+        waiting = server_tx.state in WAITING
         self._run(server_tx, send_event(response.status), response, now)
+        if waiting and server_tx.state not in WAITING:  # this was its final response
+            completed = self.stats.completed
+            label = status_label(response.status)
+            completed[label] = completed.get(label, 0) + 1
         if (server_tx.kind is Kind.IST and server_tx.state in (State.COMPLETED, State.ACCEPTED)
                 and not has_cookie(server_tx.request)):
             # RFC 2543 peers: their ACK carries the To tag of the final response (17.2.3)

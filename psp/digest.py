@@ -15,7 +15,8 @@ keeps for old UAs) are accepted for MD5 only; they cannot be protected by nonce-
 Decisions (see docs/registrar.md): ACK and CANCEL are never challenged (RFC 3261 22.1:
 they cannot be resubmitted); an unknown user or a wrong password is re-challenged rather
 than answered 403, so the answer does not reveal which logins exist; an authenticated user
-who REGISTERs an AOR other than their own gets 403 (RFC 3261 10.3 step 4).
+who REGISTERs an AOR other than their own gets 403 (RFC 3261 10.3 step 4).  Every refusal
+is an :class:`AuthError` that says whether credentials failed, and why (for the metrics).
 """
 
 from __future__ import annotations
@@ -119,6 +120,22 @@ class AuthResult:
     algorithm: str | None = None
 
 
+class AuthError(SipError):
+    """What :meth:`Authenticator.check` raises: a challenge (401/407), 400 or 403.
+
+    ``failure`` is None for the challenge of a request without credentials for our realm
+    (the normal first step of every authenticated request), else why the credentials it
+    carried were refused: ``bad`` (unknown user, wrong digest, an algorithm or qop we do
+    not take, malformed: challenged again or 400), ``stale`` (a right digest on an expired
+    or replayed nonce: challenged with stale=true), ``forbidden`` (403: a REGISTER for
+    somebody else's AOR).  The ``auth`` plugin counts the failures.
+    """
+
+    def __init__(self, error: SipError, failure: str | None) -> None:
+        super().__init__(str(error), error.status, error.reason, error.headers)
+        self.failure = failure
+
+
 class NonceCounts:
     """The highest nonce-count seen per nonce, bounded in size (RFC 7616 3.4 replay check).
 
@@ -191,13 +208,21 @@ class Authenticator:
         return 407, "Proxy-Authenticate", "Proxy-Authorization"
 
     def check(self, request: Request, now: float) -> AuthResult:
-        """Authenticate ``request``; raises SipError 401/407 (challenge), 400 or 403."""
+        """Authenticate ``request``; raises AuthError: 401/407 (challenge), 400 or 403."""
         if request.method in _UNCHALLENGED:
             return AuthResult(None)
         creds = self._credentials(request, self.kind(request.method)[2])
         if creds is None:
-            raise self.challenge(request.method, now)
-        params = creds.params
+            raise AuthError(self.challenge(request.method, now), None)
+        try:
+            return self._authenticate(request, creds.params, now)
+        except AuthError:
+            raise
+        except SipError as error:  # every other refusal of given credentials
+            raise AuthError(error, "bad") from None
+
+    def _authenticate(self, request: Request, params: Mapping[str, str], now: float) -> AuthResult:
+        """Check credentials for our realm; raises SipError, or AuthError for stale and 403."""
         algorithm = params.get("algorithm", "MD5").upper()
         user = self.users.get(_required(params, "username"))
         issued = self.nonce_time(_required(params, "nonce"))
@@ -211,9 +236,10 @@ class Authenticator:
         fresh = issued <= now < issued + self.lifetime
         replayed = nc is not None and not self.counts.accept(params["nonce"], nc, issued, now - self.lifetime)
         if not fresh or replayed:
-            raise self.challenge(request.method, now, stale=True)
+            raise AuthError(self.challenge(request.method, now, stale=True), "stale")
         if request.method == "REGISTER" and aor_of(request.to.uri) != user.aor:
-            raise SipError(f"{user.login} may not register {request.to.uri}", status=403)
+            raise AuthError(SipError(f"{user.login} may not register {request.to.uri}", status=403),
+                            "forbidden")
         return AuthResult(user, algorithm)
 
     def challenge(

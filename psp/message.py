@@ -2,7 +2,8 @@
 
 Implements the message model of RFC 3261 section 7 (7.1 requests, 7.2 responses, 7.3
 header order and multiple values, 7.4.1 Content-Length), the reason phrases of section
-21, and response construction per 8.2.6 (UAS) and 16.7 / 16.8 (proxy-generated answers).
+21, and response construction per 8.2.6 (UAS) and 16.7 / 16.8 (proxy-generated answers),
+with the ``Server`` value (20.35) every response we generate carries (``server_header``).
 
 Headers are kept as received, in order, as two parallel lists: the lines exactly as
 received (folded ones with their CRLFs) and their keys, the lowercase full names ('v' ->
@@ -18,6 +19,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from typing import Literal
 
+from psp import __version__
 from psp.errors import ParseError
 from psp.headers import (
     CSeq, ContentType, LIST_KEYS, NameAddr, Via, canonical_name, header_key, parse_contacts,
@@ -470,3 +472,11 @@ def make_response(request: Request, status: int, reason: str | None = None, *,
     for name, value in headers:
         response._insert(response._end(), header_key(name), f"{name}: {value}")
     return response
+
+
+def server_header(banner: str) -> str | None:
+    """The Server value for the ``banner`` key: ``<banner>/<version>``; an empty banner: None.
+
+    Here, below both, so that the proxy (pure) and the transport (rim) stamp the same value.
+    """
+    return f"{banner}/{__version__}" if banner else None

@@ -2,8 +2,9 @@
 
 The rim threads update these metrics; the pure core never sees them.  What the core knows
 (transactions active and completed, retransmissions, timeouts, registrations, auth
-failures) is read from its ``stats`` mapping at scrape time (:data:`CORE_METRICS` lists the
-keys), and so are the depths of the FIFOs, so that nothing is paid per message for them.
+failures: the core's, the proxy's and the plugins' counters) is read from one ``stats``
+mapping at scrape time (:data:`CORE_METRICS` lists the keys), and so are the depths of
+the FIFOs, so that nothing is paid per message for them.
 Per message the threads only pay for a dict lookup of a pre-bound label child and one
 ``inc()``/``observe()``.  The process collector adds memory, CPU and open files.
 The inventory, with the Kamailio and OpenSIPS equivalents, is in docs/operations.md.
@@ -81,7 +82,7 @@ CORE_METRICS: tuple[tuple[str, str, str, str | None, str], ...] = (
     ("transactions", "psp_transactions_active", "gauge", "kind",
      "Transactions alive in the core, by kind (ICT, IST, NICT, NIST)"),
     ("completed", "psp_transactions_completed", "counter", "class",
-     "Transactions completed, by the class of their final response"),
+     "Server transactions that sent their final response, by its class (2xx .. 6xx)"),
     ("retransmissions", "psp_retransmissions", "counter", None,
      "Messages retransmitted by the transaction layer"),
     ("timeouts", "psp_timeouts", "counter", None, "Transactions ended by a timeout (Timer B, F or H)"),
@@ -98,8 +99,8 @@ CORE_METRICS: tuple[tuple[str, str, str, str | None, str], ...] = (
      "Contacts bound in the location store"),
     ("registrations", "psp_registrations", "counter", "result",
      "REGISTER requests answered by the registrar, by result (accepted, rejected)"),
-    ("auth_failures", "psp_auth_failures", "counter", None,
-     "Requests whose credentials failed the digest check"),
+    ("auth_failures", "psp_auth_failures", "counter", "reason",
+     "Credentials for our realm that failed the digest check, by reason (bad, stale, forbidden)"),
 )
 
 

@@ -12,10 +12,12 @@ resolver jobs to the resolver.  Batching amortises that hook and the metrics.
 
 A ``(CALL, function)`` item runs ``function(now)`` here, in its turn: the way other
 threads change SIP state (a SIGHUP reload) without a lock.  A stop item starts the
-drain: the loop goes on until the core has nothing left to wait for or ``drain_time`` has
-passed; then ``on_exit`` runs on this thread (the location store
-is flushed and closed by the thread that owns it).  A bug while handling one item is logged, counted, and
-the thread goes on with the next.
+drain: the loop goes on until no transaction waits for a final response any more
+(``core.pending()`` is 0) or ``drain_time`` has passed.  Timers alone do not hold it: the
+bindings' expiry timer never ends while registrations exist, and transactions that already
+sent their final response only absorb retransmissions.  Then ``on_exit`` runs on this
+thread (the location store is flushed and closed by the thread that owns it).  A bug while
+handling one item is logged, counted, and the thread goes on with the next.
 """
 
 from __future__ import annotations
@@ -176,7 +178,7 @@ class Processor:
             self._drain_until = now + drain_time
 
     def _drained(self) -> bool:
-        """Draining and either nothing left to wait for or out of time."""
+        """Draining and either no transaction left to wait for or out of time."""
         if self._drain_until is None:
             return False
-        return self.core.next_deadline() is None or self._clock() >= self._drain_until
+        return self.core.pending() == 0 or self._clock() >= self._drain_until

@@ -26,12 +26,12 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from psp import __version__, branch, forwarding
+from psp import branch, forwarding
 from psp.context import Branch, ProxyContext
 from psp.core import TU, Core, response_peer
 from psp.errors import SipError
 from psp.events import Peer
-from psp.message import Request, Response
+from psp.message import Request, Response, server_header
 from psp.plugins.base import Decision, Mode, RequestContext, Services, State
 from psp.plugins.chain import Chain
 from psp.rfc3263 import Blocklist
@@ -210,8 +210,3 @@ class Proxy(TU):
         self._expiry = self._expiry_at = None
         self.services.store.expire(now)
         self._arm_expiry()
-
-
-def server_header(banner: str) -> str | None:
-    """The Server value for the ``banner`` key: ``<banner>/<version>``; an empty banner: None."""
-    return f"{banner}/{__version__}" if banner else None

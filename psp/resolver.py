@@ -88,7 +88,7 @@ class Resolver:
             threading.Thread(target=self._run, name=f"resolv-{n}", daemon=True)
             for n in range(max(1, config.threads))
         ]
-        metrics.watch_fifo("dns", self.fifo.qsize)
+        metrics.watch_fifo("dns", self.fifo.qsize, self.fifo.maxsize or None)  # 0: unbounded
 
     def start(self) -> None:
         for thread in self.threads:

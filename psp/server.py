@@ -12,7 +12,8 @@ thread only waits: for a signal, or for a thread that died.
   problems logged.  What needs a restart (addresses, ports, plugin list, limits) is
   logged and keeps its running value; the rest is posted on the inbound FIFO and applied
   on the processor thread, the owner of SIP state: plugin sections, users, auth, log
-  settings, for new transactions.  RELOADING=1, then READY=1 with the outcome in STATUS.
+  settings and the Server ``banner``, for new transactions.  RELOADING=1, then READY=1
+  with the outcome in STATUS.
 * While running, STATUS= carries the load (FIFO depth, transactions, registrations), and
   the processor thread's loop feeds the watchdog: a wedged loop stops WATCHDOG=1.
 * A thread that ends unexpectedly makes the process exit non-zero, so that systemd
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from psp import __version__
 from psp.config import ConfigError, load
 from psp.logs import setup_logging
+from psp.message import server_header
 from psp.metrics import Metrics
 from psp.plugins.base import PluginError
 from psp.processor import CALL, Processor
@@ -61,7 +63,7 @@ RELOAD_POST_TIMEOUT = 5.0  # how long a reload waits for room on a full inbound 
 # Bound or built once at start: a reload logs a change of these and keeps the running value.
 RESTART_KEYS = (
     "serverip", "serverip6", "servername", "serverport_udp", "serverport_tcp", "ipv6_enable",
-    "plugins", "plugin_chain", "recovery_file", "magicstring", "rfc3327", "banner", "t1", "t2", "t4",
+    "plugins", "plugin_chain", "recovery_file", "magicstring", "rfc3327", "t1", "t2", "t4",
     "timer_c", "fifo_size", "retry_after", "max_message_size", "tcp_max_connections",
     "tcp_idle_timeout", "tcp_max_buffer",
 )
@@ -89,7 +91,8 @@ def build_core(settings: Settings) -> Wiring:
     The location store is loaded from the SQLite journal (``recovery_file``) and gets the
     static users' contacts; the journal commits before each batch of sends.  The secret
     (loop detection, Record-Route tag, nonces) is ``magicstring`` or one kept next to the
-    journal, so that both survive a restart.
+    journal, so that both survive a restart.  Raises ``StoreError`` (a file that cannot be
+    opened) or ``PluginError`` (a plugin that refuses its section).
     """
     from psp.core import Core
     from psp.location import LocationStore
@@ -102,20 +105,25 @@ def build_core(settings: Settings) -> Wiring:
 
     secret = settings.magicstring or load_or_create_secret(settings.recovery_file + ".secret")
     journal = SqliteJournal(settings.recovery_file)
-    store = LocationStore(journal, journal.load(time.monotonic(), time.time()))
-    registrar = _registrar(settings)
-    for user in settings.users:
-        if user.contact:
-            registrar.add_static(store, user.aor, user.contact)
-    services = Services(store, registrar, _authenticator(settings, secret), settings.users,
-                        frozenset(settings.servername), settings, secret.encode())
-    chain = Chain.from_settings(settings, services)
+    try:
+        store = LocationStore(journal, journal.load(time.monotonic(), time.time()))
+        registrar = _registrar(settings)
+        for user in settings.users:
+            if user.contact:
+                registrar.add_static(store, user.aor, user.contact)
+        services = Services(store, registrar, _authenticator(settings, secret), settings.users,
+                            frozenset(settings.servername), settings, secret.encode())
+        chain = Chain.from_settings(settings, services)
+    except BaseException:  # a refusal (StoreError, PluginError) leaves no file open behind it
+        journal.close()
+        raise
     blocklist = Blocklist(settings.resolver.blocklist_time)
     proxy = Proxy.from_settings(settings, chain, services, blocklist)
     core = Core(TimerSettings(settings.t1, settings.t2, settings.t4, settings.timer_c), proxy)
 
     def stats() -> dict[str, Any]:
-        return {**snapshot(core.stats), **proxy.stats, "registrations_active": store.count}
+        return {**snapshot(core.stats), **proxy.stats, **snapshot(vars(services.stats)),
+                "registrations_active": store.count}
 
     def close() -> None:
         chain.close()
@@ -135,8 +143,9 @@ def _registrar(settings: Settings) -> Registrar:
 def reload_services(proxy: Any, settings: Settings) -> None:
     """Give the proxy's plugin chain new sections and services (processor thread).
 
-    The registrar's limits, the users and their permanent contacts, and the authenticator
-    follow ``settings``; the location store and the secret stay.  The authenticator is
+    The registrar's limits, the users and their permanent contacts, the authenticator and
+    the proxy's Server header (``banner``) follow ``settings``; the location store, the
+    secret and the counters (``Services.stats``) stay.  The authenticator is
     kept when nothing it depends on changed, so that its replay table survives.  A plugin
     that refuses its section raises (PluginError) and leaves ``proxy.services`` as it was;
     the caller then reloads the running settings to undo the plugins already reloaded.
@@ -151,6 +160,7 @@ def reload_services(proxy: Any, settings: Settings) -> None:
     proxy.chain.reload(settings, services)
     _sync_static_contacts(services, old.users)
     proxy.services = services
+    proxy.server = server_header(settings.banner)
 
 
 def _sync_static_contacts(services: Any, before: tuple[Any, ...]) -> None:
@@ -226,6 +236,7 @@ class Server:
         build: Callable[[Settings], Wiring] = build_core,
     ) -> None:
         self.settings = settings
+        self.wiring = build(settings)  # first: what it refuses leaves no socket or thread behind
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
         self.inbound: queue.Queue[Any] = queue.Queue(settings.fifo_size)
@@ -234,7 +245,6 @@ class Server:
             settings.sections["resolver"], self.inbound, self.metrics,
             ipv6=settings.ipv6_enable, fifo_size=settings.fifo_size,
         )
-        self.wiring = build(settings)
         self.metrics.watch_core(self.wiring.stats)
         if self.wiring.blocked is not None:
             self.metrics.dns.watch_blocklist(self.wiring.blocked)
@@ -364,6 +374,7 @@ class Server:
             self._refused(str(error), unexpected)
             return
         self.settings = new
+        self.transport.server = server_header(new.banner)  # the rim's own responses follow
         log.info("reloaded %s: %s", new.path, ", ".join(changed_keys(old, new)) or "nothing changed")
         self.metrics.reloads.labels("ok").inc()
         self.notifier.notify(READY=1, STATUS=f"reloaded; serving: {self.load_text()}")

@@ -16,6 +16,9 @@ requests (BYE), ACK, CANCEL, responses and DNS answers.  Only a full FIFO refuse
 in-dialog requests (503), and ACK, CANCEL and responses are then dropped: they never get a
 503.  Every refusal is counted; the log gets one line per ``SHED_LOG_INTERVAL`` at most.
 A datagram over ``max_message_size`` is answered 513 when it can be (RFC 3261 21.5.14).
+Every response made here (503, 513, and the stateless 400/505/501 of an unparsable
+request) carries our ``Server`` header, as the proxy's own responses do; ``server`` holds
+its value, replaced by a reload (one attribute write, read by this thread).
 At log level debug (7-8) every message received and sent is traced, one event each.
 
 Sending: UDP ``sendto`` is thread safe and never blocks on a non-blocking socket, so the
@@ -40,7 +43,7 @@ from typing import Any
 from psp.core import response_peer
 from psp.errors import ParseError
 from psp.events import Outgoing, Peer, Received, TransportFailed
-from psp.message import Message, Request, make_response
+from psp.message import Message, Request, make_response, server_header
 from psp.metrics import Metrics
 from psp.parser import error_response, parse
 from psp.settings import Settings
@@ -135,6 +138,7 @@ class Transport:
         self._udp: list[socket.socket] = []
         self._stopping = False
         self.draining = False
+        self.server = server_header(settings.banner)  # the Server value of our own responses
         self.addresses: list[tuple[str, str, int]] = []
         self.thread = threading.Thread(target=self._run, name="tlp", daemon=True)
         metrics.watch_fifo("outbound", self.outbound.qsize, settings.fifo_size)
@@ -376,9 +380,13 @@ class Transport:
         self._reply(response, peer)
 
     def _reply(self, response: Message, peer: Peer) -> None:
+        """Send a response made here: stamped with our Server header, routed by its Via."""
         via = response.top_via
         if via is None:
             return
+        server = self.server
+        if server:
+            response.add_header("Server", server)
         target = response_peer(via, peer)
         data = response.to_bytes()
         if target.transport == "udp":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 import types
 from collections.abc import Iterator
@@ -14,7 +15,10 @@ import pytest
 
 import psp
 from psp import cli, logs
+from psp.plugins.base import PluginError
 from psp.settings import Settings
+from psp.store_sqlite import StoreError
+from tests.conftest import ROOT
 
 SHIPPED = str(Path(__file__).resolve().parent.parent / "etc" / "partysip.conf")
 
@@ -113,6 +117,44 @@ def test_server_failure_is_an_exit_code_not_a_traceback(conf: Path, server: dict
     server["raise"] = error
     assert cli.main(["-f", str(conf)]) == code
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("error", "code", "line"), [
+    (PluginError("[static] forward: 'x:y' is not host[:port]"), 78,
+     "{conf}: [static] forward: 'x:y' is not host[:port]"),
+    (StoreError("cannot open recovery file /nowhere/loc.sqlite: disk I/O error"), 73,
+     "partysip: cannot open recovery file /nowhere/loc.sqlite: disk I/O error"),
+])
+def test_a_refusal_at_start_is_one_line_naming_what_and_why(conf: Path, server: dict[str, Any], error: Exception,
+                                                            code: int, line: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    server["raise"] = error
+    assert cli.main(["-f", str(conf)]) == code
+    assert capsys.readouterr().err == line.format(conf=conf) + "\n"
+
+
+def run_partysip(config: Path) -> subprocess.CompletedProcess[str]:
+    """The real command on ``config``; only files are involved: it stops before binding."""
+    return subprocess.run([sys.executable, "-m", "psp", "-f", str(config)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_the_real_server_refusing_a_plugin_section_exits_78_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "partysip.conf"
+    config.write_text(f"plugins = syntax ls_static\nrecovery_file = {tmp_path / 'loc.sqlite'}\n"
+                      "[static]\nforward = callee.test not-a-host:port\n")
+    done = run_partysip(config)
+    assert (done.returncode, done.stdout) == (78, "")
+    assert done.stderr == f"{config}: [static] forward: 'not-a-host:port' is not host[:port]\n"
+
+
+def test_the_real_server_with_a_recovery_file_it_cannot_open_exits_73_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "partysip.conf"
+    config.write_text(f"plugins = syntax\nmagicstring = fixed\nrecovery_file = {tmp_path}\n")  # a directory
+    done = run_partysip(config)
+    assert (done.returncode, done.stdout) == (73, "")
+    assert done.stderr.startswith(f"partysip: cannot open recovery file {tmp_path}: ")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
 # ---------------------------------------------------------------- psp.logs

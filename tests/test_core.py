@@ -292,6 +292,19 @@ def test_pending_ignores_completed_transactions_that_keep_the_deadline_alive():
     assert net.core.stats.transactions["NIST"] == 1 and net.core.next_deadline() == 32.0
 
 
+def test_completed_counts_each_server_transaction_once_by_the_class_of_its_final_response():
+    def answer(tu, stx, req, now):
+        tu.core.respond(stx, make_response(req, 100), now)
+        tu.core.respond(stx, make_response(req, 486 if req.method == "INVITE" else 200), now)
+        tu.core.respond(stx, make_response(req, 500), now)  # refused: a final was sent already
+    net, tu = make(answer)
+    invite, options = request(), request("OPTIONS")
+    net.deliver(invite, UAC)
+    net.deliver(options, UAC)
+    net.deliver(options, UAC)  # a retransmission gets the 200 again, not a second count
+    assert net.core.stats.completed == {"2xx": 1, "3xx": 0, "4xx": 1, "5xx": 0, "6xx": 0}
+
+
 @pytest.mark.parametrize(("server", "expected"), [("PartySIP/0.1.0", "PartySIP/0.1.0"), (None, None)])
 def test_responses_made_at_the_sip_error_boundary_carry_our_server_header(server, expected):
     def refuse(tu, stx, req, now):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from psp.digest import (
+    AuthError,
     Authenticator,
     NonceCounts,
     UserRecord,
@@ -61,8 +62,8 @@ def request(method: str = "REGISTER", *extra: str, to: str = "sip:alice@example.
     return parse("\r\n".join(lines).encode())
 
 
-def challenge_of(auth: Authenticator, method: str = "REGISTER", now: float = 0.0) -> SipError:
-    with pytest.raises(SipError) as info:
+def challenge_of(auth: Authenticator, method: str = "REGISTER", now: float = 0.0) -> AuthError:
+    with pytest.raises(AuthError) as info:
         auth.check(request(method), now)
     return info.value
 
@@ -101,6 +102,7 @@ def test_challenge_offers_sha256_then_md5_with_qop(auth: Authenticator) -> None:
     assert [first.params["algorithm"], second.params["algorithm"]] == ["SHA-256", "MD5"]
     assert first.params["qop"] == "auth" and first.params["realm"] == REALM
     assert "stale" not in first.params
+    assert err.failure is None  # no credentials: the first step, not a failure
 
 
 def test_407_for_other_methods_and_when_forced(auth: Authenticator) -> None:
@@ -131,7 +133,7 @@ def test_md5_without_qop_is_accepted_but_not_sha256(auth: Authenticator) -> None
 def test_bad_credentials_are_rechallenged_without_stale(auth: Authenticator, kwargs: dict) -> None:
     with pytest.raises(SipError) as info:
         auth.check(answer(challenge_of(auth), **kwargs), 1.0)
-    assert info.value.status == 401
+    assert (info.value.status, info.value.failure) == (401, "bad")
     assert all("stale" not in parse_challenge(v).params for _, v in info.value.headers)
 
 
@@ -151,7 +153,7 @@ def test_expired_nonce_with_right_digest_is_stale(auth: Authenticator) -> None:
     retry = answer(challenge_of(auth, now=0.0))
     with pytest.raises(SipError) as info:
         auth.check(retry, 300.5)
-    assert info.value.status == 401
+    assert (info.value.status, info.value.failure) == (401, "stale")
     assert parse_challenge(info.value.headers[0][1]).params.get("stale") == "true"
     fresh_nonce = parse_challenge(info.value.headers[0][1]).params["nonce"]
     assert auth.nonce_time(fresh_nonce) == 300.5
@@ -167,7 +169,7 @@ def test_replayed_or_lower_nonce_count_is_refused(auth: Authenticator) -> None:
     for nc in (2, 1):
         with pytest.raises(SipError) as info:
             auth.check(answer(err, nc=nc), 2.0)
-        assert info.value.status == 401
+        assert (info.value.status, info.value.failure) == (401, "stale")
     assert auth.check(answer(err, nc=3), 3.0).user == ALICE
 
 
@@ -194,7 +196,7 @@ def test_registering_someone_elses_aor_is_403(auth: Authenticator) -> None:
     err = challenge_of(auth)
     with pytest.raises(SipError) as info:
         auth.check(answer(err, to="sip:bob@example.com"), 1.0)
-    assert info.value.status == 403
+    assert (info.value.status, info.value.failure) == (403, "forbidden")
     assert auth.check(answer(err, nc=2, to="sip:alice@EXAMPLE.com"), 1.0).user == ALICE
 
 
@@ -203,7 +205,7 @@ def test_digest_uri_must_match_request_uri(auth: Authenticator) -> None:
     moved = parse(retry.to_bytes().replace(b"REGISTER sip:example.com SIP/2.0", b"REGISTER sip:elsewhere.com SIP/2.0"))
     with pytest.raises(SipError) as info:
         auth.check(moved, 1.0)
-    assert info.value.status == 400
+    assert (info.value.status, info.value.failure) == (400, "bad")
 
 
 def test_ack_and_cancel_are_never_challenged(auth: Authenticator) -> None:

@@ -19,7 +19,7 @@ import pytest
 from psp.events import Peer, Received
 from psp.parser import parse
 from tests.conftest import LOOPBACK, ROOT, ServerProcess, Sipp, free_port, needs_sipp
-from tests.test_transport import RESPONSE, request, start, tcp_client, udp  # noqa: F401 - fixtures
+from tests.test_transport import RESPONSE, SERVER, request, start, tcp_client, udp  # noqa: F401 - fixtures
 
 TIMEOUT = 5.0
 
@@ -86,7 +86,8 @@ def test_overload_is_logged_once_per_interval_with_the_count(start, udp, caplog)
 def test_an_oversized_datagram_is_answered_513(start, udp) -> None:
     run = start("max_message_size = 1024\n")
     udp.sendto(request(body=b"x" * 2000), (LOOPBACK, run.port))
-    assert answer(udp).status == 513
+    response = answer(udp)
+    assert (response.status, response.header("Server")) == (513, SERVER)
     assert run.inbound.empty()
     assert run.sample("psp_dropped_total", reason="oversize") == 1
 

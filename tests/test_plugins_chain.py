@@ -208,6 +208,17 @@ def test_unloadable_plugins_are_plugin_errors(name: str) -> None:
         plugin_class(name)
 
 
+def test_a_plugin_refusing_its_section_names_the_section_it_was_given() -> None:
+    good = "plugins = ls_static\nplugins_config = routes\n[routes]\nforward = a.example b.example\n"
+    bad = good.replace("b.example", "not-a-host:port")
+    with pytest.raises(PluginError, match=r"^\[routes\] forward: 'not-a-host:port' is not host\[:port\]$"):
+        Chain.from_settings(make_services(bad).settings, make_services(bad))
+    services = make_services(good)
+    chain = Chain.from_settings(services.settings, services)
+    with pytest.raises(PluginError, match=r"^\[routes\] forward: "):
+        chain.reload(load_text("servername = example.com\n" + bad))
+
+
 def test_reload_gives_new_sections_and_refuses_a_new_plugin_list() -> None:
     base = "plugins = filter\n[filter]\nforward = \"^sip:a@ sip:x@h1\"\n"
     services = make_services(base)

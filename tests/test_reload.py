@@ -7,7 +7,6 @@ then checks behaviour on the wire.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import signal
@@ -17,11 +16,11 @@ import sys
 import time
 from typing import Any
 
-from psp.headers import parse_challenge
+from psp import __version__
 from psp.message import Request, make_response
 from psp.parser import parse
 from tests.conftest import LOOPBACK, ROOT, free_port
-from tests.test_server import options, udp  # noqa: F401 - udp is a fixture
+from tests.test_server import options, register, udp  # noqa: F401 - udp is a fixture
 
 TIMEOUT = 10.0
 ALICE = {"aor": "sip:alice@localhost", "password": "alice-secret"}
@@ -95,33 +94,16 @@ def test_users_and_auth_settings_take_effect(partysip, udp) -> None:
     assert register(udp, server, "bob", BOB["password"], challenge).status == 200
 
 
-def register(sock: socket.socket, server: Any, user: str, password: str | None = None,
-             challenge: Any = None) -> Any:
-    """REGISTER ``user``'s AOR; with a ``challenge`` answered by RFC 2617 MD5 + qop=auth."""
-    port, uri = sock.getsockname()[1], "sip:localhost"
-    branch = "z9hG4bK-" + secrets.token_hex(6)
-    extra = ""
-    if challenge is not None:
-        header = "Proxy" if challenge.status == 407 else "WWW"
-        params = parse_challenge(challenge.header(f"{header}-Authenticate")).params
-        realm, nonce, cnonce = params["realm"], params["nonce"], secrets.token_hex(4)
-        ha1 = md5(f"{user}:{realm}:{password}")
-        response = md5(f"{ha1}:{nonce}:00000001:{cnonce}:auth:{md5(f'REGISTER:{uri}')}")
-        field = "Proxy-Authorization" if header == "Proxy" else "Authorization"
-        extra = (f'{field}: Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
-                 f'response="{response}", algorithm=MD5, qop=auth, nc=00000001, cnonce="{cnonce}"\r\n')
-    data = (f"REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {LOOPBACK}:{port};branch={branch};rport\r\n"
-            f"From: <sip:{user}@localhost>;tag=r{branch}\r\nTo: <sip:{user}@localhost>\r\n"
-            f"Call-ID: reg-{user}@test\r\nCSeq: {secrets.randbelow(1000) + 1} REGISTER\r\n"
-            f"Contact: <sip:{user}@{LOOPBACK}:{port}>\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n")
-    sock.sendto(data.encode(), (LOOPBACK, server.udp_port))
-    while (answer := parse(sock.recv(65535))).status < 200:
-        pass
-    return answer
-
-
-def md5(text: str) -> str:
-    return hashlib.md5(text.encode()).hexdigest()
+def test_a_new_banner_names_the_proxy_and_the_transport_in_their_own_responses(partysip, udp) -> None:
+    server = static(partysip)
+    assert ask(udp, server, "sip:bob@blocked.example").header("Server") == f"PartySIP/{__version__}"
+    server.config_path.write_text("banner = Edited\n" + server.config_path.read_text())
+    assert reload(server).startswith("reloaded")
+    assert ask(udp, server, "sip:bob@blocked.example").header("Server") == f"Edited/{__version__}"
+    unparsable = options(udp.getsockname()[1], "z9hG4bK-bad").replace(b"Max-Forwards: 70", b"Max-Forwards: x")
+    udp.sendto(unparsable, (LOOPBACK, server.udp_port))
+    answer = parse(udp.recv(65535))  # the transport's stateless 400
+    assert (answer.status, answer.header("Server")) == (400, f"Edited/{__version__}")
 
 
 def test_transactions_in_flight_finish_with_the_decision_already_taken(partysip, udp) -> None:

@@ -156,8 +156,11 @@ def test_a_bug_in_a_lookup_is_counted_and_the_worker_goes_on() -> None:
 
 def test_a_full_resolver_fifo_answers_at_once_with_an_error() -> None:
     inbound: queue.Queue[Any] = queue.Queue()
-    resolver = Resolver(config(), inbound, Metrics(), fifo_size=1)  # not started: nothing drains it
+    metrics = Metrics()
+    resolver = Resolver(config(), inbound, metrics, fifo_size=1)  # not started: nothing drains it
     resolver.submit(ResolveJob(1, "a.example", None, None, 0.0))
     resolver.submit(ResolveJob(2, "b.example", None, None, 0.0))
     resolved = inbound.get_nowait()
     assert (resolved.job, resolved.targets, resolved.error) == (2, (), "resolver FIFO full")
+    sample = metrics.registry.get_sample_value
+    assert (sample("psp_fifo_depth", {"fifo": "dns"}), sample("psp_fifo_capacity", {"fifo": "dns"})) == (1, 1)

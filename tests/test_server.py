@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import queue
+import secrets
 import signal
 import socket
 import subprocess
@@ -16,12 +19,16 @@ from typing import Any
 import pytest
 
 from psp.config import load_text
+from psp.headers import parse_challenge
 from psp.parser import parse
+from psp.message import make_response
 from psp.sdnotify import Notifier
 from psp.server import EX_SOFTWARE, Server, Wiring
+from psp.transaction import derived_request
 from tests.conftest import LOOPBACK, ROOT, NotifyListener, config_text, free_port
 
 TIMEOUT = 5.0
+CSEQ = itertools.count(1)  # REGISTERs of one Call-ID must have growing CSeqs (RFC 3261 10.3 step 7)
 
 
 def options(port: int, branch: str, transport: str = "UDP", uri: str | None = None,
@@ -48,6 +55,45 @@ def udp() -> Iterator[socket.socket]:
 def udp_exchange(sock: socket.socket, port: int, data: bytes) -> Any:
     sock.sendto(data, (LOOPBACK, port))
     return parse(sock.recv(65535))
+
+
+def md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def authorization(challenge: Any, user: str, password: str, method: str, uri: str) -> str:
+    """The header line that answers ``challenge`` (401 or 407) with MD5 and qop=auth."""
+    header = "Proxy" if challenge.status == 407 else "WWW"
+    params = parse_challenge(challenge.header(f"{header}-Authenticate")).params
+    realm, nonce, cnonce = params["realm"], params["nonce"], secrets.token_hex(4)
+    ha1 = md5(f"{user}:{realm}:{password}")
+    response = md5(f"{ha1}:{nonce}:00000001:{cnonce}:auth:{md5(f'{method}:{uri}')}")
+    field = "Proxy-Authorization" if header == "Proxy" else "Authorization"
+    return (f'{field}: Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
+            f'response="{response}", algorithm=MD5, qop=auth, nc=00000001, cnonce="{cnonce}"\r\n')
+
+
+def register(sock: socket.socket, server: Any, user: str, password: str | None = None,
+             challenge: Any = None, extra: str = "") -> Any:
+    """REGISTER ``user``'s AOR (its final response); with a ``challenge``, answered."""
+    port, uri = sock.getsockname()[1], "sip:localhost"
+    branch = "z9hG4bK-" + secrets.token_hex(6)
+    if challenge is not None:
+        assert password is not None
+        extra += authorization(challenge, user, password, "REGISTER", uri)
+    data = (f"REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {LOOPBACK}:{port};branch={branch};rport\r\n"
+            f"From: <sip:{user}@localhost>;tag=r{branch}\r\nTo: <sip:{user}@localhost>\r\n"
+            f"Call-ID: reg-{user}@test\r\nCSeq: {next(CSEQ)} REGISTER\r\n"
+            f"Contact: <sip:{user}@{LOOPBACK}:{port}>\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n")
+    return final(sock, server, data.encode())
+
+
+def final(sock: socket.socket, server: Any, data: bytes) -> Any:
+    """Send ``data`` to the server; its final response."""
+    sock.sendto(data, (LOOPBACK, server.udp_port))
+    while (answer := parse(sock.recv(65535))).status < 200:
+        pass
+    return answer
 
 
 def wait_for_line(path: Path, text: str, deadline: float) -> bool:
@@ -160,8 +206,21 @@ def test_sigterm_mid_call_drains_and_exits_zero_within_the_drain_time(partysip, 
         server.proc.send_signal(signal.SIGTERM)
         assert server.stop(timeout=drain_time + 10) == 0
     elapsed = time.monotonic() - started
-    assert elapsed < drain_time + 2.0, f"exit took {elapsed:.2f} s"
+    # The INVITE's transactions still wait for a final response: the drain waits for them.
+    assert drain_time <= elapsed < drain_time + 2.0, f"exit took {elapsed:.2f} s"
     assert "draining" in server.log()
+
+
+def test_sigterm_with_registrations_but_no_call_exits_without_waiting_for_the_drain_time(
+        partysip, udp) -> None:
+    drain_time = 20.0
+    server = partysip(drain_time=drain_time)
+    assert register(udp, server, "alice").status == 200  # its expiry is a timer that stays armed
+    assert "psp_registrations_active 1.0" in server.scrape()
+    started = time.monotonic()
+    assert server.stop(timeout=drain_time + 10) == 0
+    elapsed = time.monotonic() - started
+    assert elapsed < drain_time / 2, f"exit took {elapsed:.2f} s"
 
 
 def test_sighup_is_logged_and_the_server_keeps_serving(partysip, udp) -> None:
@@ -219,3 +278,52 @@ def test_metrics_scraped_under_load_show_queues_and_transactions(partysip) -> No
     assert busy > 0
     assert values['psp_transactions_active{kind="NIST"}'] > 0
     assert values['psp_messages_received_total{method="OPTIONS",status_class="none",transport="udp"}'] > 0
+
+
+def test_metrics_count_registrations_auth_failures_completed_transactions_and_strays(partysip, udp) -> None:
+    password = "alice-secret"
+    server = partysip(plugins="syntax auth rgstrar ls_localdb ls_sfull", authentication=True,
+                      sections={"auth": {"algorithms": "MD5"}, "userinfo": {},
+                                "[alice]": {"aor": "sip:alice@localhost", "password": password}})
+    assert register(udp, server, "alice", password, register(udp, server, "alice")).status == 200
+    assert register(udp, server, "alice", "wrong", register(udp, server, "alice")).status == 401
+    too_brief = register(udp, server, "alice", password, register(udp, server, "alice"), "Expires: 1\r\n")
+    assert too_brief.status == 423  # the registrar's own refusal
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as callee, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        for sock in (callee, caller):
+            sock.bind((LOOPBACK, 0))
+            sock.settimeout(TIMEOUT)
+        uri = f"sip:bob@{LOOPBACK}:{callee.getsockname()[1]}"
+        invite = options(udp.getsockname()[1], "z9hG4bK-call1", uri=uri, method="INVITE")
+        challenge = final(udp, server, invite)
+        assert challenge.status == 407
+        udp.sendto(derived_request(parse(invite), "ACK", challenge.header("To")).to_bytes(),
+                   (LOOPBACK, server.udp_port))
+        line = authorization(challenge, "alice", password, "INVITE", uri).encode()
+        invite = options(caller.getsockname()[1], "z9hG4bK-call2", uri=uri, method="INVITE")
+        caller.sendto(invite.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\n" + line),
+                      (LOOPBACK, server.udp_port))
+        forwarded, proxy = callee.recvfrom(65535)
+        callee.sendto(make_response(parse(forwarded), 200, to_tag="callee").to_bytes(), proxy)
+        while (answer := parse(caller.recv(65535))).status < 200:
+            pass
+        assert answer.status == 200
+        stray = make_response(parse(forwarded), 200, to_tag="callee")
+        stray.pop_via()  # what is left is the caller's Via: not ours, so not relayed
+        callee.sendto(stray.to_bytes(), proxy)
+    # Handled in order: once this is answered, the stray response has been dropped.
+    assert final(udp, server, options(udp.getsockname()[1], "z9hG4bK-last")).status == 200
+    page = server.scrape()
+    expected = {
+        'psp_registrations_total{result="accepted"}': 1.0,
+        'psp_registrations_total{result="rejected"}': 1.0,
+        'psp_auth_failures_total{reason="bad"}': 1.0,  # not the four first challenges
+        'psp_auth_failures_total{reason="stale"}': 0.0,
+        'psp_transactions_completed_total{class="2xx"}': 3.0,  # REGISTER, INVITE, OPTIONS
+        'psp_transactions_completed_total{class="4xx"}': 6.0,  # four 401, the 423, the 407
+        "psp_stray_responses_dropped_total": 1.0,
+    }
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+              for line in page.splitlines() if line and not line.startswith("#")}
+    assert {name: values.get(name) for name in expected} == expected

@@ -164,6 +164,9 @@ class WedgingCore:
     def next_deadline(self) -> float | None:
         return None
 
+    def pending(self) -> int:
+        return 0
+
 
 def notifications(listener: NotifyListener, pattern: str, wanted: int | None, seconds: float) -> list[str]:
     """The notification lines matching ``pattern`` within ``seconds`` (stops at ``wanted`` of them)."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from psp import __version__
 from psp.config import load_text
 from psp.events import Outgoing, Peer, Received, TransportFailed
 from psp.metrics import Metrics
@@ -18,6 +19,7 @@ from psp.transport import BindError, Transport, fix_via, same_address
 from tests.conftest import LOOPBACK, free_port
 
 TIMEOUT = 5.0
+SERVER = f"PartySIP/{__version__}"  # the default banner
 
 
 def request(method: str = "OPTIONS", branch: str = "z9hG4bK-1", via: str = "10.0.0.1:5060;rport",
@@ -163,7 +165,15 @@ def test_unparsable_request_with_a_usable_via_is_answered_statelessly(start, udp
     assert response.status == status
     assert response.top_via.received == LOOPBACK
     assert response.to.tag
+    assert response.header("Server") == SERVER
     assert run.inbound.empty()
+
+
+def test_an_empty_banner_means_no_server_header_on_our_own_responses(start, udp) -> None:
+    run = start('banner = ""\n')
+    udp.sendto(request(extra="Max-Forwards: many\r\n"), (LOOPBACK, run.port))
+    response = parse(udp.recv(65535))
+    assert response.status == 400 and not response.has("Server")
 
 
 def test_oversized_datagram_is_dropped_and_counted(start, udp) -> None:
@@ -183,6 +193,7 @@ def test_full_inbound_fifo_answers_503_with_retry_after_and_drops_ack_and_respon
     response = parse(udp.recv(65535))  # the first answer is the INVITE's: nothing for the ACK
     assert (response.status, response.header("Retry-After")) == (503, "7")
     assert response.top_via.branch == "z9hG4bK-shed"
+    assert response.header("Server") == SERVER
     assert run.next_item().message.top_via.branch == "z9hG4bK-first"
     assert run.sample("psp_overload_sheds_total", kind="request") == 1
     assert run.sample("psp_overload_sheds_total", kind="ack") == 1

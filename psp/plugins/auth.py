@@ -11,6 +11,8 @@ A REGISTER is challenged with 401 when we are its registrar, with 407 otherwise;
 407 for a REGISTER whose UA already answers with Proxy-Authorization (the kind of broken
 UA the original's detect mode was written for), ``off`` follows the rule above.
 With the global ``authentication off`` (no authenticator) the plugin does nothing.
+Credentials that fail are counted in ``services.stats.auth_failures`` by why
+(``psp.digest.AuthError.failure``); the challenge of a request without any is not.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from psp.digest import Authenticator
+from psp.digest import AuthError, Authenticator
 from psp.message import Request
 from psp.plugins.base import Decision, Level, Plugin, RequestContext, State
 
@@ -66,7 +68,12 @@ class Auth(Plugin):
         view = self._view(ctx)
         if view is not None:
             # The authenticator itself lets ACK and CANCEL through (RFC 3261 22.1).
-            ctx.notes[self.name] = view.check(ctx.request, ctx.now)
+            try:
+                ctx.notes[self.name] = view.check(ctx.request, ctx.now)
+            except AuthError as error:
+                if error.failure is not None:
+                    self.services.stats.auth_failures[error.failure] += 1
+                raise
 
     def on_forward(self, ctx: RequestContext, request: Request) -> State | None:
         view = self._view(ctx)

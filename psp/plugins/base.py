@@ -8,7 +8,8 @@ docs/plugins.md).  This module holds the vocabulary of that chain and nothing el
   chain states (PSP_CONTINUE, PSP_PROPOSE, PSP_MANDATE, PSP_STOP);
 * :class:`Location`: one target of a forward or of a 3xx (RFC 3261 16.5, 21.3; RFC 3327);
 * :class:`Decision`: what the incoming chain decided for one request;
-* :class:`RequestContext` and :class:`Services`: what every hook is given;
+* :class:`RequestContext` and :class:`Services`: what every hook is given, with the
+  counters plugins keep for the metrics scrape (:class:`ServiceStats`);
 * :class:`Plugin`: the base class, whose docstring is the extension contract.
 
 Running the chain is psp/plugins/chain.py's job; acting on a Decision is the proxy's.
@@ -169,12 +170,29 @@ class Decision:
         return self.headers + contacts
 
 
+@dataclass
+class ServiceStats:
+    """Counters the plugins keep, read by the metrics scrape (plain ints, docs/operations.md).
+
+    * ``registrations``: REGISTERs the registrar answered (``rgstrar``): ``accepted`` (its
+      200) or ``rejected`` (its 4xx/5xx); a digest challenge is not the registrar's answer.
+    * ``auth_failures``: credentials for our realm that ``auth`` refused, by why (see
+      ``psp.digest.AuthError``): ``bad``, ``stale``, ``forbidden``.  The challenge of a
+      request that carried none is the normal first step, not a failure.
+    """
+
+    registrations: dict[str, int] = field(default_factory=lambda: {"accepted": 0, "rejected": 0})
+    auth_failures: dict[str, int] = field(default_factory=lambda: {"bad": 0, "stale": 0, "forbidden": 0})
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     """What plugins may use besides the request: built once by the server, owned by sfp.
 
     ``authenticator`` is None when the global ``authentication`` is off.  ``secret`` keys
     the loop-detecting branch hash (psp/branch.py); it is the original's magicstring2.
+    ``stats`` goes on from one Services to the next a reload makes (``dataclasses.replace``
+    keeps it), so that a SIGHUP never resets a counter.
     """
 
     store: LocationStore
@@ -184,6 +202,7 @@ class Services:
     local_domains: frozenset[str]
     settings: Settings
     secret: bytes
+    stats: ServiceStats = field(default_factory=ServiceStats)
 
 
 @dataclass(frozen=True, slots=True)

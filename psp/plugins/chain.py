@@ -20,8 +20,9 @@ PartySIP's model (partysip.md 2.1, 2.2), without dlopen:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from psp.errors import SipError
@@ -64,6 +65,19 @@ def plugin_class(name: str) -> type[Plugin]:
     return cls
 
 
+@contextlib.contextmanager
+def _reading(section: str) -> Iterator[None]:
+    """A plugin's refusal of its section names that section, as a configuration error does.
+
+    Plugins name the key and the problem (``forward: 'x' is not host[:port]``); only the
+    chain knows which section they were given (``plugins_config`` may rename it).
+    """
+    try:
+        yield
+    except PluginError as error:
+        raise PluginError(f"[{section}] {error}") from error
+
+
 def _overrides(plugin: Plugin, hook: str) -> bool:
     return getattr(type(plugin), hook) is not getattr(Plugin, hook)
 
@@ -87,7 +101,9 @@ class Chain:
         plugins: list[Plugin] = []
         try:
             for name, section in config:
-                plugins.append(plugin_class(name)(settings.sections.get(section), services))
+                plugin_type = plugin_class(name)
+                with _reading(section):
+                    plugins.append(plugin_type(settings.sections.get(section), services))
         except BaseException:
             for plugin in reversed(plugins):
                 plugin.close()
@@ -177,7 +193,8 @@ class Chain:
         for plugin, (_, section) in zip(self.plugins, config):
             if services is not None:
                 plugin.services = services
-            plugin.reload(settings.sections.get(section))
+            with _reading(section):
+                plugin.reload(settings.sections.get(section))
 
     def close(self) -> None:
         """Close the plugins, last loaded first."""

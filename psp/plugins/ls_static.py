@@ -28,9 +28,9 @@ def new_host(text: str) -> tuple[str, int | None]:
     try:
         uri = parse_uri(f"sip:{text}")
     except ParseError as error:
-        raise PluginError(f"[static] forward: {text!r} is not host[:port]") from error
+        raise PluginError(f"forward: {text!r} is not host[:port]") from error
     if not isinstance(uri, URI) or uri.user is not None or uri.params or uri.headers:
-        raise PluginError(f"[static] forward: {text!r} is not host[:port]")
+        raise PluginError(f"forward: {text!r} is not host[:port]")
     return uri.host, uri.port
 
 

@@ -5,11 +5,14 @@ At FIRST, a REGISTER that carries no Route to somebody else is handed to
 (its To names one of our domains), its response - the 200 with the bindings, or the
 SipError it raised (400, 404, 420, 423, ...) - is the answer, MANDATE.  A REGISTER for
 another domain is left alone so that it can be forwarded (``ls_sfull``).  Authentication
-is the ``auth`` plugin's, which runs before (REALLY_FIRST).
+is the ``auth`` plugin's, which runs before (REALLY_FIRST).  Each answer of the registrar
+is counted in ``services.stats.registrations``: its 200 ``accepted``, its errors
+``rejected``.
 """
 
 from __future__ import annotations
 
+from psp.errors import SipError
 from psp.events import Peer
 from psp.plugins.base import Decision, Level, Plugin, RequestContext
 
@@ -30,6 +33,12 @@ class Rgstrar(Plugin):
             return
         services = self.services
         source = source_text(ctx.source)
-        response = services.registrar.handle(ctx.request, services.store, ctx.now, source)
+        counts = services.stats.registrations
+        try:
+            response = services.registrar.handle(ctx.request, services.store, ctx.now, source)
+        except SipError:
+            counts["rejected"] += 1
+            raise
         if response is not None:
+            counts["accepted"] += 1
             decision.respond(response)
