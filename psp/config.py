@@ -50,6 +50,8 @@ _SIP_URI = re.compile(r"^sips?:\S+$", re.IGNORECASE)
 _URI_USER = re.compile(r"^sips?:([^@:;]+)(?::[^@]*)?@", re.IGNORECASE)
 _HEX_HA1 = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{64})$", re.IGNORECASE)
 _MODE_STATEFULL = "choice(statefull, redirect, default=statefull)"
+# RFC 3261 16.6 item 11: Timer C MUST be greater than 3 minutes.
+TIMER_C_FLOOR = 180.0
 
 
 class ConfigError(Exception):
@@ -247,7 +249,7 @@ disable_check_for_osip_to_tag_in_cancel = on_off(default=off)
 t1 = float_range(0.001, default=0.5)
 t2 = float_range(0.001, default=4.0)
 t4 = float_range(0.001, default=5.0)
-timer_c = float_range(1, default=180.0)
+timer_c = float_range(1, default=185.0)
 fifo_size = int_range(1, default=10000)
 retry_after = int_range(0, default=5)
 drain_time = float_range(0, default=5.0)
@@ -532,6 +534,9 @@ def _build_settings(cfg: ConfigObj, path: str, chain: tuple[tuple[str, str], ...
                     kinds: Mapping[str, str | None], report: _Report) -> Settings:
     if cfg["t2"] < cfg["t1"]:
         report.add((), "t2", "must not be smaller than t1")
+    if cfg["timer_c"] <= TIMER_C_FLOOR:
+        report.add((), "timer_c", f"must be greater than {TIMER_C_FLOOR:g} s (RFC 3261 16.6 item 11: "
+                                  f"Timer C is more than 3 minutes), got {cfg['timer_c']:g}")
     if cfg["tcp_max_buffer"] < cfg["max_message_size"]:
         report.add((), "tcp_max_buffer", "must not be smaller than max_message_size")
     servername = tuple(name.rstrip(".").lower() for name in cfg["servername"])

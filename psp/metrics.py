@@ -177,6 +177,11 @@ class Metrics:
         self.tcp_connections = Gauge(
             "psp_tcp_connections", "Open TCP connections", registry=reg
         )
+        self.store_commit_failures = Counter(
+            "psp_store_commit_failures",
+            "Location store commits the recovery file refused (the changes wait for the next one)",
+            registry=reg,
+        )
         self.dns = DnsMetrics(reg)
         self._add_process_metrics(reg)
         self._bind_children()

@@ -10,6 +10,13 @@ first the ``before_send`` hook (the SQLite location store commits there, so no 2
 leaves before its registration is on disk), then the messages to the transport and the
 resolver jobs to the resolver.  Batching amortises that hook and the metrics.
 
+A commit the disk refuses (``StoreError``) does not hold the answers back: the journal
+keeps the changes queued, the failure is counted (``psp_store_commit_failures_total``) and
+logged (one error per ``STORE_LOG_INTERVAL``), and the next attempt comes
+``COMMIT_RETRY`` seconds later, whether or not messages arrive, so the changes reach the
+disk within that time once it takes them again.  Between attempts the hook is skipped:
+each one may cost the journal's busy timeout, and a locked file must not slow every batch.
+
 A ``(CALL, function)`` item runs ``function(now)`` here, in its turn: the way other
 threads change SIP state (a SIGHUP reload) without a lock.  A stop item starts the
 drain: the loop goes on until no transaction waits for a final response any more
@@ -31,12 +38,15 @@ from typing import Any
 
 from psp.events import Outgoing, Received, Resolved, ResolveJob, TransportFailed
 from psp.metrics import Metrics, message_kind
+from psp.store_sqlite import StoreError
 
 log = logging.getLogger("psp.processor")
 
 BATCH = 64
 STOP = object()  #: put this on the inbound FIFO to make the processor drain and exit
 CALL = object()  #: ``(CALL, function)`` on the inbound FIFO: ``function(now)`` runs on this thread
+COMMIT_RETRY = 1.0  #: seconds from a failed commit to the next attempt
+STORE_LOG_INTERVAL = 10.0  #: seconds between two commit-failure log lines: one a second is noise
 
 
 class Processor:
@@ -61,6 +71,9 @@ class Processor:
         self._next_heartbeat = 0.0
         self._clock = clock
         self._drain_until: float | None = None
+        self._commit_retry: float | None = None  # set while commits fail: when to try again
+        self._commit_failures = 0  # since the last log line
+        self._commit_logged: float | None = None
         self._errors = metrics.errors["processor"]
         self._wait = metrics.wait["inbound"]
         self.thread = threading.Thread(target=self.run, name="sfp", daemon=True)
@@ -96,7 +109,7 @@ class Processor:
                 self._turn(batch)
         finally:
             if self._on_exit is not None:
-                self._guard(self._on_exit)
+                self._guard(self._exit, self._on_exit)
 
     def _turn(self, batch: list[Any]) -> None:
         now = self._clock()
@@ -105,7 +118,7 @@ class Processor:
         deadline = self.core.next_deadline()
         if deadline is not None and deadline <= now:
             self._guard(self.core.on_timers, now)
-        self._flush()
+        self._flush(now)
         done = self._clock()
         for item in batch:
             if type(item) is Received:
@@ -114,7 +127,7 @@ class Processor:
 
     def _wait_item(self) -> Any:
         now = self._clock()
-        wake = [self.core.next_deadline(), self._drain_until]
+        wake = [self.core.next_deadline(), self._drain_until, self._commit_retry]
         if self._heartbeat_interval is not None:
             wake.append(self._next_heartbeat)
         due = [t for t in wake if t is not None]
@@ -150,20 +163,55 @@ class Processor:
             log.exception("internal error in the processor (%s)", getattr(handler, "__name__", handler))
             self._errors.inc()
 
-    def _flush(self) -> None:
+    def _flush(self, now: float) -> None:
         outbox = self.core.outbox
         effects = list(outbox)
         outbox.clear()
         # Every turn, not only when there are messages: a timer may have changed the store.
         if self._before_send is not None:
-            # A failed commit is a bug to see, but the answers still go: the transaction
-            # layer would retransmit them on the client's next retransmission anyway.
-            self._guard(self._before_send)
+            self._guard(self._commit, self._before_send, now)
         for effect in effects:
             if type(effect) is ResolveJob:
                 self._guard(self._resolve, effect)
             else:
                 self._guard(self._send, effect)
+
+    # ------------------------------------------------------------ the store
+
+    def _commit(self, before_send: Callable[[], None], now: float) -> None:
+        """Run ``before_send``, unless a failed commit's retry is not due yet."""
+        if self._commit_retry is not None and now < self._commit_retry:
+            return
+        try:
+            before_send()
+        except StoreError as error:
+            self._commit_failed(error, now)
+            return
+        if self._commit_retry is not None:
+            log.warning("recovery file written again; the registrations queued since the "
+                        "last good commit are on disk")
+            self._commit_retry = None
+
+    def _commit_failed(self, error: StoreError, now: float) -> None:
+        # The answers still go: holding them would not bring the disk back, and the
+        # changes stay queued for the next attempt.
+        self._metrics.store_commit_failures.inc()
+        self._commit_retry = now + COMMIT_RETRY
+        self._commit_failures += 1
+        if self._commit_logged is None or now >= self._commit_logged + STORE_LOG_INTERVAL:
+            log.error("%s; service goes on, the changes wait for the next commit (%d failed "
+                      "commit(s) since the last report; a crash now loses them)", error,
+                      self._commit_failures)
+            self._commit_failures = 0
+            self._commit_logged = now
+
+    def _exit(self, on_exit: Callable[[], None]) -> None:
+        """Run ``on_exit``: its last commit failing loses the changes; that is no bug."""
+        try:
+            on_exit()
+        except StoreError as error:
+            self._metrics.store_commit_failures.inc()
+            log.error("%s: lost at exit", error)
 
     def _beat(self, now: float) -> None:
         if self._heartbeat is not None and now >= self._next_heartbeat:

@@ -8,6 +8,12 @@ before its binding is on disk.  WAL mode with ``synchronous=NORMAL``: a committe
 transaction survives a crash (kill -9) of the process; only an OS crash may lose the last
 ones.
 
+A commit that fails (the file locked by another process, a full or read-only disk) writes
+nothing and keeps every change queued, in order, for the next commit; a newer change to
+the same binding replaces the queued one, so the queue never holds more than one change per
+binding however long the disk refuses.  SQLite's busy wait is kept short (``BUSY_TIMEOUT``)
+because the processor thread commits, and every SIP message waits while it does.
+
 Expiry is stored as absolute UNIX time, because the store's monotonic clock restarts with
 the process: ``load(now_mono, now_wall)`` converts with the offset between the two clocks
 and drops what expired while the server was down.
@@ -27,6 +33,12 @@ import time
 from pathlib import Path
 
 from psp.location import Binding
+
+#: Seconds a commit waits for another connection's lock before it fails (SQLite's default
+#: is 5 s, all of it lost by the processor thread).  Below T1: one wait costs no retransmission.
+BUSY_TIMEOUT = 0.2
+#: Seconds ``load`` waits: at start nothing else waits for us, and giving up means not starting.
+LOAD_BUSY_TIMEOUT = 5.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bindings (
@@ -66,12 +78,17 @@ class SqliteJournal:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._pending: list[tuple[str, tuple[object, ...]]] = []
+        # (statement, arguments) by what it changes: (aor, contact) for one binding, (aor,)
+        # for all of an AOR's.  A newer change to a key replaces the older one in its place;
+        # that keeps the order right because delete_aor removes its AOR's binding keys, so
+        # an (aor,) key always comes before the binding keys of that AOR.
+        self._pending: dict[tuple[str, ...], tuple[str, tuple[object, ...]]] = {}
         # Wall minus monotonic; replaced by load() with the caller's own reading.
         self._offset = time.time() - time.monotonic()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
+                                       check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
@@ -82,23 +99,30 @@ class SqliteJournal:
         """The bindings still live at ``now_wall``, with times on the monotonic clock."""
         self._offset = now_wall - now_mono
         try:
+            self._busy_timeout(LOAD_BUSY_TIMEOUT)
             self._db.execute("DELETE FROM bindings WHERE expires <= ?", (now_wall,))
             rows = self._db.execute(_SELECT, (now_wall,)).fetchall()
+            self._busy_timeout(BUSY_TIMEOUT)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read recovery file {self.path}: {exc}") from exc
         return [self._binding(row) for row in rows]
 
+    def _busy_timeout(self, seconds: float) -> None:
+        self._db.execute(f"PRAGMA busy_timeout = {round(seconds * 1000)}")
+
     def upsert(self, binding: Binding) -> None:
         """Queue the insertion or replacement of ``binding``."""
-        self._pending.append((_UPSERT, self._row(binding)))
+        self._pending[binding.aor, binding.contact] = (_UPSERT, self._row(binding))
 
     def delete(self, aor: str, contact: str) -> None:
         """Queue the removal of one binding."""
-        self._pending.append((_DELETE, (aor, contact)))
+        self._pending[aor, contact] = (_DELETE, (aor, contact))
 
     def delete_aor(self, aor: str) -> None:
         """Queue the removal of every binding of ``aor``."""
-        self._pending.append((_DELETE_AOR, (aor,)))
+        for key in [key for key in self._pending if key[0] == aor]:
+            del self._pending[key]
+        self._pending[aor,] = (_DELETE_AOR, (aor,))
 
     @property
     def pending(self) -> int:
@@ -106,21 +130,33 @@ class SqliteJournal:
         return len(self._pending)
 
     def commit(self) -> int:
-        """Write every queued change in one transaction; returns how many were written."""
+        """Write every queued change in one transaction; returns how many were written.
+
+        Raises StoreError when the file refuses them (after at most ``BUSY_TIMEOUT`` for a
+        lock): nothing is written and every change stays queued for the next commit.
+        """
         if not self._pending:
             return 0
-        pending, self._pending = self._pending, []
         try:
-            with self._db:
-                self._db.execute("BEGIN")
-                for statement, args in pending:
-                    self._db.execute(statement, args)
+            self._db.execute("BEGIN IMMEDIATE")  # the write lock now, or the error
+            for statement, args in self._pending.values():
+                self._db.execute(statement, args)
+            self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot write recovery file {self.path}: {exc}") from exc
-        return len(pending)
+            self._rollback()
+            raise StoreError(f"cannot write recovery file {self.path}: {exc} "
+                             f"({len(self._pending)} change(s) not written)") from exc
+        written = len(self._pending)
+        self._pending.clear()
+        return written
+
+    def _rollback(self) -> None:
+        """End a failed transaction, so that the next commit can begin one."""
+        if self._db.in_transaction:  # SQLite itself rolls back on some errors (disk full, I/O)
+            self._db.execute("ROLLBACK")
 
     def close(self) -> None:
-        """Commit what is pending and close the file."""
+        """Commit what is pending and close the file (StoreError: the changes are lost)."""
         try:
             self.commit()
         finally:

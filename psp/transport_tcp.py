@@ -1,8 +1,9 @@
 """TCP for the transport thread: listeners, the connection table, framing and buffered writes.
 
 RFC 3261 18 (stream transports: Content-Length framing, 18.3; a response goes back on the
-connection its request came on, 18.2.2; connections are reused towards the same peer,
-18.1.1), RFC 5626 3.5.1 (a CRLFCRLF keep-alive ping is answered with CRLF).
+connection its request came on, 18.2.2, or, once that one has closed, on a new connection
+to the Via's received address and sent-by port; connections are reused towards the same
+peer, 18.1.1), RFC 5626 3.5.1 (a CRLFCRLF keep-alive ping is answered with CRLF).
 
 Everything here runs on the transport thread only; the selector, the sockets and the table
 are never touched by another thread.  Sockets are non-blocking, connects are asynchronous,
@@ -26,12 +27,13 @@ from functools import partial
 from psp.errors import ParseError
 from psp.events import Peer
 from psp.metrics import Metrics
-from psp.parser import KEEPALIVE, StreamFramer
+from psp.parser import KEEPALIVE, StreamFramer, parse
 
 log = logging.getLogger("psp.transport")
 
 RECV_SIZE = 65536
 ACCEPTS_PER_EVENT = 32
+DEFAULT_PORT = 5060  # RFC 3261 18.2.2, for a sent-by without a port (no TLS here: never 5061)
 
 Deliver = Callable[[bytes, Peer, float], None]
 Fail = Callable[[Peer, str, float], None]
@@ -59,6 +61,9 @@ class Connection:
     last: float
     connecting: bool = False
     partial_since: float | None = None  # when bytes of a still incomplete message arrived
+    # Opened for a response whose request's connection had closed: that request's source,
+    # the peer its server transaction knows, to which a failure of this one is reported too.
+    reply_to: Peer | None = None
     out: bytearray = field(default_factory=bytearray)
     events: int = selectors.EVENT_READ
 
@@ -160,8 +165,14 @@ class TcpTransport:
         self._selector.unregister(conn.sock)
         conn.sock.close()
         if reason is not None:
-            self._metrics.transport_failures.labels("tcp").inc()
-            self._fail(conn.peer, reason, now)
+            self._failed(conn.peer, conn.reply_to, reason, now)
+
+    def _failed(self, peer: Peer, reply_to: Peer | None, reason: str, now: float) -> None:
+        """Count a failure and report it for ``peer`` and for the source it answers, if any."""
+        self._metrics.transport_failures.labels("tcp").inc()
+        self._fail(peer, reason, now)
+        if reply_to is not None:
+            self._fail(reply_to, reason, now)
 
     def next_deadline(self) -> float | None:
         """When the idle sweep must run next (None: no connection can expire)."""
@@ -194,12 +205,27 @@ class TcpTransport:
     # ------------------------------------------------------------ sending
 
     def send(self, data: bytes, peer: Peer, now: float) -> None:
-        """Queue ``data`` for ``peer``, connecting first if no connection exists."""
+        """Queue ``data`` for ``peer``, connecting first if no connection exists.
+
+        A ``peer`` with a connection id is the source of a request (only the transport
+        makes those) and ``data`` a response to it.
+        """
         conn = self.find(peer)
-        if conn is None:
+        if conn is None and peer.conn is not None:
+            conn = self._reopen(data, peer, now)
+        elif conn is None:
             conn = self._connect(peer, now)
         if conn is not None and self._queue(conn, data, now):
             self._metrics.count_sent("tcp", data)
+
+    def _reopen(self, response: bytes, source: Peer, now: float) -> Connection | None:
+        """RFC 3261 18.2.2: the request's connection has closed, so the response goes to the
+        top Via's received address (the transport always adds it when the sent-by host is
+        not the source) and sent-by port; not to the source port, an ephemeral one that
+        nothing listens on."""
+        via = parse(response).top_via
+        target = Peer("tcp", via.received or via.host, via.port or DEFAULT_PORT)
+        return self.find(target) or self._connect(target, now, reply_to=source)
 
     def _queue(self, conn: Connection, data: bytes, now: float) -> bool:
         if len(conn.out) + len(data) > self._limits.max_buffer:
@@ -211,11 +237,10 @@ class TcpTransport:
             self._write(conn, now)
         return True
 
-    def _connect(self, peer: Peer, now: float) -> Connection | None:
+    def _connect(self, peer: Peer, now: float, reply_to: Peer | None = None) -> Connection | None:
         target = Peer("tcp", peer.host, peer.port)
         if len(self._by_id) >= self._limits.max_connections:
-            self._metrics.transport_failures.labels("tcp").inc()
-            self._fail(target, "too many connections", now)
+            self._failed(target, reply_to, "too many connections", now)
             return None
         family = socket.AF_INET6 if ":" in peer.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -226,10 +251,11 @@ class TcpTransport:
             err = error.errno or errno.EINVAL
         if err not in (0, errno.EINPROGRESS):
             sock.close()
-            self._metrics.transport_failures.labels("tcp").inc()
-            self._fail(target, f"connect: {errno.errorcode.get(err, err)}", now)
+            self._failed(target, reply_to, f"connect: {errno.errorcode.get(err, err)}", now)
             return None
-        return self._add(sock, (peer.host, peer.port), now, connecting=True)
+        conn = self._add(sock, (peer.host, peer.port), now, connecting=True)
+        conn.reply_to = reply_to
+        return conn
 
     def _write(self, conn: Connection, now: float) -> None:
         try:

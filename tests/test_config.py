@@ -46,7 +46,7 @@ def test_defaults_of_a_minimal_file() -> None:
     settings = load_text(MINIMAL)
     assert settings.serverrealm == "localhost"
     assert (settings.loglevel, settings.log, settings.log_format, settings.banner) == (4, None, "text", "PartySIP")
-    assert (settings.t1, settings.t2, settings.t4, settings.timer_c) == (0.5, 4.0, 5.0, 180.0)
+    assert (settings.t1, settings.t2, settings.t4, settings.timer_c) == (0.5, 4.0, 5.0, 185.0)
     assert (settings.fifo_size, settings.retry_after, settings.tcp_max_buffer) == (10000, 5, 262144)
     assert settings.magicstring == "" and settings.rfc3327 is False
     assert settings.sections["localdb"] == LocationSettings(mode="statefull", record_route=False)
@@ -195,6 +195,15 @@ def test_all_problems_are_reported_at_once_in_file_order() -> None:
 ])
 def test_inconsistent_values(text: str) -> None:
     assert ": must" in only_problem(text)
+
+
+def test_timer_c_must_be_over_three_minutes() -> None:
+    # RFC 3261 16.6 item 11: "greater than 3 minutes"; 180 itself is refused.
+    for value in ("180", "120.5"):
+        assert only_problem(f"plugins = syntax\nt1 = 0.5\ntimer_c = {value}\n") == (
+            f"bad.conf:3: timer_c: must be greater than 180 s (RFC 3261 16.6 item 11: "
+            f"Timer C is more than 3 minutes), got {float(value):g}")
+    assert load_text("plugins = syntax\ntimer_c = 180.5\n").timer_c == 180.5
 
 
 USER = "plugins = auth\n[userinfo]\n[[alice]]\naor = sip:alice@example.org\n"

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
+from psp import processor as processor_module
 from psp.events import Outgoing, Peer, Received, Resolved, ResolveJob, TransportFailed
 from psp.metrics import Metrics
 from psp.processor import Processor
+from psp.store_sqlite import StoreError
 
 TIMEOUT = 5.0
 PEER = Peer("udp", "127.0.0.1", 5060)
@@ -74,9 +76,9 @@ class Harness:
         self.metrics = Metrics()
         self.log: list[tuple[str, Any]] = []
         self.sent = queue.Queue()
+        options.setdefault("before_send", lambda: self.log.append(("before_send", None)))
         self.processor = Processor(
-            self.core, self.inbound, self.metrics, send=self._send, resolve=self._resolve,
-            before_send=lambda: self.log.append(("before_send", None)), **options,
+            self.core, self.inbound, self.metrics, send=self._send, resolve=self._resolve, **options,
         )
 
     def _send(self, outgoing: Outgoing) -> None:
@@ -221,3 +223,57 @@ def test_heartbeat_is_fed_while_idle_and_on_exit_runs_on_the_thread(harness) -> 
     h.processor.stop(0.0)
     assert h.processor.join(TIMEOUT)
     assert exits == ["sfp"]
+
+
+class RefusingStore:
+    """A before_send hook whose first ``refusals`` commits fail as a locked file does."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.attempts: list[float] = []
+        self.written = threading.Event()
+
+    def __call__(self) -> None:
+        self.attempts.append(time.monotonic())
+        if len(self.attempts) <= self.refusals:
+            raise StoreError("cannot write recovery file x.sqlite: database is locked "
+                             "(1 change(s) not written)")
+        self.written.set()
+
+
+def test_a_refused_commit_sends_the_answers_counts_logs_and_retries_without_input(
+        harness, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(processor_module, "COMMIT_RETRY", 0.2)
+    store = RefusingStore(refusals=2)
+    h = harness(before_send=store)
+    h.processor.start()
+    h.inbound.put(received("REGISTER"))
+    assert h.sent.get(timeout=TIMEOUT).data == b"REGISTER"  # answered though not on disk
+    h.inbound.put(received("OPTIONS"))
+    assert h.sent.get(timeout=TIMEOUT).data == b"OPTIONS"
+    assert store.written.wait(TIMEOUT)  # no message needed for the retries
+    h.inbound.put(received("BYE"))  # handled in the next turn: the previous one has ended
+    assert h.sent.get(timeout=TIMEOUT).data == b"BYE"
+    first, second, third = store.attempts[:3]
+    # the OPTIONS came before the retry was due: no attempt for it, the locked file
+    # must not cost every batch a busy wait
+    assert second - first >= 0.2 and third - second >= 0.2
+    assert h.sample("psp_store_commit_failures_total") == 2
+    assert h.sample("psp_internal_errors_total", thread="processor") == 0
+    errors = [r for r in caplog.records if r.name == "psp.processor" and r.levelname == "ERROR"]
+    assert len(errors) == 1 and "database is locked" in errors[0].getMessage()  # rate-limited
+    assert any("written again" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_a_commit_refused_at_exit_is_a_loss_logged_not_an_internal_error(harness, caplog) -> None:
+    def close() -> None:
+        raise StoreError("cannot write recovery file x.sqlite: disk I/O error (3 change(s) not written)")
+
+    h = harness(on_exit=close)
+    h.processor.start()
+    h.processor.stop(0.0)
+    assert h.processor.join(TIMEOUT)
+    assert h.sample("psp_store_commit_failures_total") == 1
+    assert h.sample("psp_internal_errors_total", thread="processor") == 0
+    assert any("3 change(s) not written" in r.getMessage() and "lost at exit" in r.getMessage()
+               for r in caplog.records if r.levelname == "ERROR")
