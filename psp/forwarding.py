@@ -3,7 +3,7 @@
 :func:`branch_request` builds the copy of the request for one location (target) before
 the plugins' ``on_forward`` hooks see it; :func:`attempt` adds our Via to a copy of that
 for one client transaction (one target address of RFC 3263 4.3, each with its own
-branch).  :func:`stateless_ack` is the ACK for a 2xx relayed without a transaction.
+branch), or to the ACK for a 2xx relayed without a transaction.
 
 The Via branch comes from psp/branch.py: the key of the request as received (its routing
 inputs and incoming Via) and a number per client transaction, so that loop detection
@@ -13,7 +13,6 @@ inputs and incoming Via) and a number per client transaction, so that loop detec
 from __future__ import annotations
 
 from psp import branch
-from psp.errors import SipError
 from psp.message import Request
 from psp.plugins.base import Location
 from psp.routing import Local
@@ -25,10 +24,12 @@ DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 
 
 def decrement_max_forwards(request: Request) -> None:
-    """16.6 item 3: one hop less, or 70 when the request carried none; 483 at 0 (16.3 item 3)."""
+    """16.6 item 3: one hop less, or 70 when the request carried none.
+
+    The proxy refused a request at 0 before any plugin saw it (16.3 item 3), so this never
+    goes below 0.
+    """
     hops = request.max_forwards
-    if hops is not None and hops <= 0:
-        raise SipError("Max-Forwards reached 0", status=483)
     request.set_header("Max-Forwards", str(DEFAULT_MAX_FORWARDS if hops is None else hops - 1))
 
 
@@ -62,18 +63,11 @@ def branch_request(request: Request, location: Location, local: Local, *, arrive
 
 
 def attempt(request: Request, local: Local, key: str, number: int, transport: str) -> Request:
-    """``request`` with our Via on top, for client transaction ``number`` of the request keyed ``key``."""
+    """``request`` with our Via on top, for client transaction ``number`` of the request keyed ``key``.
+
+    A relayed ACK for a 2xx gets number 0 of its own key, so that a retransmission of the
+    ACK gets the same branch.
+    """
     copy = request.copy()
     copy.push_via(local.via(transport, branch.make_branch(key, number)))
-    return copy
-
-
-def stateless_ack(ack: Request, local: Local, secret: bytes, transport: str) -> Request:
-    """The ACK for a 2xx as we relay it (16.11 style): one hop less and our Via.
-
-    Its branch is computed from the ACK itself, so a retransmitted ACK gets the same one.
-    """
-    copy = ack.copy()
-    decrement_max_forwards(copy)
-    copy.push_via(local.via(transport, branch.make_branch(branch.request_key(ack, secret), 0)))
     return copy

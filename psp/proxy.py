@@ -4,9 +4,11 @@
 response and client failure.  For a new request it does, in order:
 
 1. 100 Trying at once for an INVITE (16.2);
-2. 16.4 Route pre-processing on a copy of the request (psp/routing.py);
+2. 16.4 Route pre-processing on a copy of the request (psp/routing.py), which also tells
+   whether it is routed (in a dialog we record-routed);
 3. an OPTIONS addressed to the proxy itself is answered here (RFC 3261 11, 16.3 item 3),
-   even with Max-Forwards 0; any other request with Max-Forwards 0 gets 483 (16.3 item 3);
+   even with Max-Forwards 0; any other request with Max-Forwards 0 gets 483 (16.3 item 3:
+   the one place that checks it, so that no chain can forward such a request);
 4. the plugin chain decides (docs/plugins.md), and the decision is carried out: STOP drops
    the request and abandons its server transaction, UAS and REDIRECT answer it locally,
    FORK and SEQ forward it through a :class:`psp.context.ProxyContext` (16.5 to 16.10).
@@ -14,11 +16,13 @@ response and client failure.  For a new request it does, in order:
 Responses we generate carry ``Server: <banner>/<version>`` (``TU.local_response``);
 relayed responses and forwarded requests are left as they are (no User-Agent is added).
 
-ACKs for 2xx (and any ACK no transaction absorbs) are relayed statelessly along their
-Route set (16.11 style); a CANCEL gets 200 whenever its INVITE's server transaction exists
-and then cancels that INVITE's branches (16.10), or 481; a response that matches no
-transaction is relayed by its Via only when its top Via is ours (16.7 step 3, 18.2.2),
-else dropped and counted.  The registrations' expiry runs on the core's timers.
+ACKs for 2xx (and any ACK no transaction absorbs) go through the same 16.4 and chain and
+are relayed statelessly to the first location decided (16.11 style), so that an ACK
+cannot be relayed where an INVITE could not; a CANCEL gets 200 whenever its INVITE's
+server transaction exists and then cancels that INVITE's branches (16.10), or 481; a
+response that matches no transaction is relayed by its Via only when its top Via is ours
+(16.7 step 3, 18.2.2), else dropped and counted.  The registrations' expiry runs on the
+core's timers.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from psp.message import Request, Response, server_header
 from psp.plugins.base import Decision, Mode, RequestContext, Services, State
 from psp.plugins.chain import Chain
 from psp.rfc3263 import Blocklist
-from psp.routing import Local, Locator, is_routed, next_hop, preprocess
+from psp.routing import Local, Locator, next_hop, preprocess
 from psp.timers import TimerHandle
 from psp.transaction import Transaction
 from psp.uri import URI
@@ -71,7 +75,7 @@ class Proxy(TU):
 
     def attach(self, core: Core) -> None:
         super().attach(core)
-        self.locator = Locator(core, self.blocklist)
+        self.locator = Locator(core, self.blocklist, udp=self.local.udp)
         self._arm_expiry()
 
     def request_key(self, request: Request) -> str:
@@ -83,19 +87,27 @@ class Proxy(TU):
     def on_request(self, server_tx: Transaction, request: Request, now: float) -> None:
         if request.method == "INVITE":
             self.core.respond(server_tx, self.local_response(request, 100), now)
-        routed = request.copy()
-        preprocess(routed, self.local)
-        if self._for_us(routed):
+        copy = request.copy()
+        routed = preprocess(copy, self.local)
+        if self._for_us(copy):
             self._answer(server_tx, None, self.local_response(request, 200, headers=[("Allow", ALLOW)]),
                          now)
             return
+        ctx, decision = self._decide(copy, routed, server_tx.peer, now)
+        self._carry_out(server_tx, ctx, decision, now)
+
+    def _decide(self, request: Request, routed: bool, peer: Peer,
+                now: float) -> tuple[RequestContext, Decision]:
+        """16.3 item 3, then the chain, for ``request`` after 16.4 (a new request or an ACK).
+
+        Raises SipError 483 for Max-Forwards 0: no plugin sees a request we must not forward.
+        """
         if request.max_forwards == 0:
             raise SipError("Max-Forwards reached 0", status=483)
-        ctx = RequestContext(routed, server_tx.peer, now, is_routed(routed, self.local),
-                             self.local.is_local, self.services)
+        ctx = RequestContext(request, peer, now, routed, self.local.is_local, self.services)
         decision = self.chain.run_request(ctx)
         self._arm_expiry()  # the chain may have registered or removed bindings
-        self._carry_out(server_tx, ctx, decision, now)
+        return ctx, decision
 
     def _for_us(self, request: Request) -> bool:
         """An OPTIONS for the proxy itself: no Route left and a user-less R-URI of ours."""
@@ -134,23 +146,32 @@ class Proxy(TU):
     # ------------------------------------------------------------------ ACK and CANCEL
 
     def on_ack(self, request: Request, peer: Peer, now: float) -> None:
-        """An ACK for a 2xx: relayed statelessly along its Route set, or absorbed if it is ours."""
-        ack = request.copy()
-        preprocess(ack, self.local)
-        if not ack.routes and self.local.is_local(ack.uri):
-            return  # the ACK of a 2xx we sent ourselves
-        try:
-            hop = next_hop(ack)
-        except SipError:
-            return  # an ACK is never answered
-        self.locator.locate(hop, partial(self._send_ack, ack), lambda now: None, now)
+        """An ACK for a 2xx: relayed statelessly to where the chain sends it, or dropped.
 
-    def _send_ack(self, ack: Request, targets: tuple[Peer, ...], now: float) -> None:
+        It is never answered (RFC 3261 17): Max-Forwards 0, a local decision (the chain
+        turns it into STOP) or no SIP next hop drop it.
+        """
+        ack = request.copy()
+        routed = preprocess(ack, self.local)
         try:
-            forwarded = forwarding.stateless_ack(ack, self.local, self.services.secret,
-                                                 targets[0].transport)
+            _, decision = self._decide(ack, routed, peer, now)
         except SipError:
-            return  # Max-Forwards exhausted: dropped, as an ACK gets no answer
+            return
+        if decision.state is State.STOP:
+            return
+        # An ACK cannot fork: its dialog is with one UAS, the first location.
+        relayed = forwarding.branch_request(ack, decision.locations[0], self.local,
+                                            arrived_on=peer.transport, record_route=False,
+                                            add_path=False)
+        try:
+            hop = next_hop(relayed)
+        except SipError:
+            return
+        key = self.request_key(ack)
+        self.locator.locate(hop, partial(self._send_ack, relayed, key), lambda now: None, now)
+
+    def _send_ack(self, ack: Request, key: str, targets: tuple[Peer, ...], now: float) -> None:
+        forwarded = forwarding.attempt(ack, self.local, key, 0, targets[0].transport)
         self.core.send_stateless(forwarded, targets[0], now)
 
     def on_cancel(self, cancel_stx: Transaction, invite_stx: Transaction | None, now: float) -> None:

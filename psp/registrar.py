@@ -32,6 +32,7 @@ from psp.errors import SipError
 from psp.headers import NameAddr, parse_int, parse_tokens
 from psp.location import Binding, LocationStore
 from psp.message import Request, Response, make_response
+from psp.rfc3263 import ip_literal
 from psp.uri import URI, AbsoluteURI, bracket, parse_uri
 
 # Option tags this registrar implements (RFC 3261 8.2.2.3: others in Require get 420).
@@ -41,6 +42,14 @@ _ONE_HOUR = 3600
 # Characters a canonical AOR user part keeps unescaped (RFC 3261 25.1 unreserved and
 # user-unreserved); everything else is %XX-escaped, so equal users give equal keys.
 _USER_SAFE = "-_.!~*'()&=+$,;?/"
+
+
+def host_key(host: str) -> str:
+    """A host as compared with ours: an IP address normalised, a name lowercased without a
+    final dot.  The proxy's ``routing.Local`` uses it too, so that a REGISTER the proxy
+    counts as ours is one the registrar takes.
+    """
+    return ip_literal(host) or host.lower().rstrip(".")
 
 
 def aor_of(uri: URI | AbsoluteURI) -> str:
@@ -60,7 +69,9 @@ def aor_of(uri: URI | AbsoluteURI) -> str:
 
 
 class Registrar:
-    """REGISTER handling for a set of local domains (``servername``)."""
+    """REGISTER handling for a set of local domains: ``servername``, and our addresses
+    (``serverip``, ``serverip6``), as a UA without DNS registers at ``sip:<our IP>``.
+    """
 
     def __init__(
         self,
@@ -69,14 +80,14 @@ class Registrar:
         min_expires: int = 60,
         max_expires: int = 86400,
     ) -> None:
-        self.domains = frozenset(d.lower().rstrip(".") for d in domains)
+        self.domains = frozenset(host_key(domain) for domain in domains)
         self.default_expires = default_expires
         self.min_expires = min_expires
         self.max_expires = max_expires
 
     def is_local(self, host: str) -> bool:
-        """True when ``host`` is one of our domains (case-insensitive, trailing dot ignored)."""
-        return host.lower().rstrip(".") in self.domains
+        """True when ``host`` is one of our domains (:func:`host_key` compares them)."""
+        return host_key(host) in self.domains
 
     def handle(
         self, request: Request, store: LocationStore, now: float, source: str | None = None

@@ -8,12 +8,13 @@
   (RFC 3261 16.6 item 8, RFC 3581 rport) and our Record-Route / Path URI
   (16.6 item 4, RFC 3327) with the ``psp=`` tag that marks URIs we placed.
 * :func:`preprocess`: RFC 3261 16.4, Route information preprocessing (the strict-router
-  fix of 16.4 first paragraph and the removal of our own top Route).
-* :func:`is_routed`: whether a request carries its own route (a Route set left after 16.4,
-  or an in-dialog request aimed elsewhere), so that the location plugins leave it alone.
+  fix of 16.4 first paragraph and the removal of our own top Route), which also tells
+  whether the request is *routed*: in a dialog we are on the path of, so that it follows
+  its route set and the location plugins leave it alone.
 * :func:`next_hop`: RFC 3261 16.6 items 6 and 7, the URI the request is sent to.
 * :class:`Locator`: that URI as ordered transport targets (RFC 3263 through the core's
-  resolver; an IP address directly), recently failed targets last (RFC 3263 4.3).
+  resolver; an IP address directly; TCP when the URI names no transport and UDP is off),
+  recently failed targets last (RFC 3263 4.3).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from psp.errors import SipError
 from psp.events import Peer, Resolved
 from psp.headers import Via
 from psp.message import Request
+from psp.registrar import host_key
 from psp.rfc3263 import Blocklist, ip_literal, job_target
 from psp.uri import URI, AbsoluteURI, bracket
 
@@ -44,11 +46,6 @@ def psp_tag(secret: bytes, host: str, port: int) -> str:
     """The ``psp=`` value of our Record-Route: stable across restarts (the secret is kept)."""
     data = f"{host}:{port}".encode()
     return hashlib.blake2s(data, key=hashlib.blake2s(secret).digest(), digest_size=8).hexdigest()
-
-
-def _host_key(host: str) -> str:
-    """A host as compared: an IP address normalised, a name lowercased without a final dot."""
-    return ip_literal(host) or host.lower().rstrip(".")
 
 
 @dataclass(frozen=True)
@@ -70,16 +67,21 @@ class Local:
         if settings.serverport_tcp:
             ports["tcp"] = settings.serverport_tcp
         host = (ips or names)[0]
-        return cls(frozenset(_host_key(name) for name in names),
-                   frozenset(_host_key(ip) for ip in ips), ports, host,
+        return cls(frozenset(host_key(name) for name in names),
+                   frozenset(host_key(ip) for ip in ips), ports, host,
                    psp_tag(secret, host, settings.serverport_udp))
 
     def port(self, transport: str) -> int:
         """Our port for ``transport`` (the UDP one when we have no listener of that kind)."""
         return self.ports.get(transport.lower(), self.ports["udp"])
 
+    @property
+    def udp(self) -> bool:
+        """False when ``serverport_udp = 0``: nothing may be sent over UDP, nor say UDP in our Via."""
+        return self.ports["udp"] != 0
+
     def _our_host(self, host: str) -> bool:
-        key = _host_key(host)
+        key = host_key(host)
         return key in self.addresses or key in self.names
 
     def is_us(self, uri: URI | AbsoluteURI) -> bool:
@@ -121,16 +123,23 @@ class Local:
         return isinstance(uri, URI) and uri.params.get(TAG_PARAM) == self.tag and self.is_us(uri)
 
 
-def preprocess(request: Request, local: Local) -> None:
-    """RFC 3261 16.4 on ``request``, in place.
+def preprocess(request: Request, local: Local) -> bool:
+    """RFC 3261 16.4 on ``request``, in place; True when the request is routed.
 
     A strict router upstream put our Record-Route URI into the Request-URI: the last Route
     is the real Request-URI (the original PartySIP's ``fix_strict_router_issue``).  A
     ``maddr`` that names us is dropped with the port and transport (the original's TODO).
     Then our own top Route, if any, is removed (we are the hop it named).
+
+    Routed means in a dialog we are on the path of: the Route we removed, or the strict
+    router's Request-URI, is the Record-Route URI we placed (our ``psp=`` tag).  Such a
+    request follows its Request-URI and route set; anything else, a preloaded Route to us
+    or a To tag included, is an initial request whose target the chain must decide, or
+    anybody could relay through us by writing those (RFC 3261 16.5).
     """
     routes = request.routes
-    if routes and local.placed(request.uri):
+    routed = bool(routes) and local.placed(request.uri)
+    if routed:
         request.uri = routes.pop().uri
     uri = request.uri
     if isinstance(uri, URI) and uri.maddr and local.is_us(uri.copy(host=uri.maddr)):
@@ -139,19 +148,8 @@ def preprocess(request: Request, local: Local) -> None:
                   if name not in ("maddr", "transport")}
         request.uri = uri.copy(port=None, params=params)
     if routes and local.is_us(routes[0].uri):
-        routes.pop(0)
-
-
-def is_routed(request: Request, local: Local) -> bool:
-    """True when, after 16.4, the request says itself where it goes.
-
-    That is a Route to somebody else, or an in-dialog request (To tag) whose Request-URI
-    is not ours: the remote target of a dialog is followed, never retargeted (RFC 3261
-    12.2, 16.5).  The original's plugins did these checks each on their own.
-    """
-    if request.routes:
-        return True
-    return request.to.tag is not None and not local.is_local(request.uri)
+        routed = local.placed(routes.pop(0).uri) or routed
+    return routed
 
 
 def next_hop(request: Request) -> URI:
@@ -177,17 +175,22 @@ class Locator:
     """Turns a next hop into ordered targets for the branch that owns it (RFC 3263).
 
     An IP address is a target at once (port 5060 and UDP unless the URI says otherwise);
-    a name goes to the resolver thread through ``core.resolve``.  With a ``blocklist``,
-    targets that failed recently are moved to the end (RFC 3263 4.3).
+    a name goes to the resolver thread through ``core.resolve``.  Without ``udp`` (UDP
+    disabled), a URI that names no transport is reached over TCP: RFC 3263 4.1 lets a
+    client choose among the transports it supports.  With a ``blocklist``, targets that
+    failed recently are moved to the end (RFC 3263 4.3).
     """
 
-    def __init__(self, core: Core, blocklist: Blocklist | None = None) -> None:
+    def __init__(self, core: Core, blocklist: Blocklist | None = None, *, udp: bool = True) -> None:
         self.core = core
         self.blocklist = blocklist
+        self.udp = udp
 
     def locate(self, hop: URI, found: Found, failed: Failed, now: float) -> None:
         """Call ``found(targets, now)`` with at least one target, or ``failed(now)``."""
         host, port, transport = job_target(hop)
+        if transport is None and not self.udp:
+            transport = "tcp"
         address = ip_literal(host)
         if address is not None:
             found((Peer(transport or "udp", address, port or DEFAULT_PORT),), now)

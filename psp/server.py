@@ -137,7 +137,9 @@ def _registrar(settings: Settings) -> Registrar:
     from psp.registrar import Registrar  # noqa: F811 - the run-time import
 
     limits = settings.sections["rgstrar"]
-    return Registrar(settings.servername, limits.default_expires, limits.min_expires, limits.max_expires)
+    # Our addresses are domains of ours too (routing.Local.is_local says so for the R-URI).
+    domains = settings.servername + settings.serverip + settings.serverip6
+    return Registrar(domains, limits.default_expires, limits.min_expires, limits.max_expires)
 
 
 def reload_services(proxy: Any, settings: Settings) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import secrets
 import socket
 import time
 from collections.abc import Iterable, Mapping
@@ -287,9 +288,14 @@ def header_values(data: bytes, name: str) -> list[str]:
     return [line.split(":", 1)[1].strip() for line in head.split("\r\n")[1:] if line.lower().startswith(prefix)]
 
 
-def options_request(client: UdpClient, target: str, branch: str, call_id: str) -> bytes:
-    """A minimal OPTIONS from ``client`` to ``target`` (a SIP URI)."""
-    return (f"OPTIONS {target} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {LOOPBACK}:{client.port};branch=z9hG4bK{branch};rport\r\n"
-            f"From: <sip:tester@{DOMAIN}>;tag={branch}\r\nTo: <{target}>\r\n"
-            f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+def raw_request(client: UdpClient, method: str, target: str, *, to: str | None = None,
+                headers: str = "") -> bytes:
+    """A minimal ``method`` from ``client`` to ``target`` (a SIP URI), a new transaction and
+    Call-ID each time; ``to`` is the To value (default ``<target>``), ``headers`` more
+    header lines, each CRLF-ended."""
+    tag = secrets.token_hex(6)
+    return (f"{method} {target} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {LOOPBACK}:{client.port};branch=z9hG4bK{tag};rport\r\n"
+            f"From: <sip:tester@{DOMAIN}>;tag={tag}\r\nTo: {to or f'<{target}>'}\r\n"
+            f"Call-ID: {tag}@{LOOPBACK}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n{headers}"
+            "Content-Length: 0\r\n\r\n").encode()

@@ -13,7 +13,7 @@ from test_plugins_support import context, make_request, make_services
 from psp.config import load_text
 from psp.errors import SipError
 from psp.plugins.base import Decision, Level, Location, Mode, Plugin, PluginError, RequestContext, State
-from psp.plugins.chain import Chain, plugin_class
+from psp.plugins.chain import BUILTINS, Chain, plugin_class
 from psp.plugins.filter import Filter
 from psp.uri import parse_uri
 
@@ -22,13 +22,15 @@ SERVICES = make_services()
 
 
 def recorder(label: str, level: Level = Level.MIDDLE, action: Any = None,
-             log: list[str] | None = None) -> Plugin:
+             log: list[str] | None = None, retargets: bool = False) -> Plugin:
     """A plugin that logs ``label`` when its incoming hook runs, then does ``action``."""
     calls = log if log is not None else []
+    picks_targets = retargets
 
     class Recorder(Plugin):
         name = label
         levels = {"on_request": level}
+        retargets = picks_targets
 
         def on_request(self, ctx: RequestContext, decision: Decision) -> None:
             calls.append(label)
@@ -112,6 +114,29 @@ def test_settle_forwards_an_undecided_routed_request_to_its_r_uri() -> None:
     decision = Chain([]).run_request(context(request, routed=True))
     assert decision.mode is Mode.FORK
     assert [str(loc.uri) for loc in decision.locations] == ["sip:bob@elsewhere.net"]
+
+
+def test_a_routed_request_is_never_shown_to_the_plugins_that_pick_targets() -> None:
+    log: list[str] = []
+    chain = Chain([recorder("locate", log=log, retargets=True), recorder("check", log=log),
+                   recorder("final-locate", Level.FINAL, log=log, retargets=True)])
+    routed = chain.run_request(context(routed=True))
+    assert log == ["check"] and routed.mode is Mode.FORK  # to its R-URI
+    log.clear()
+    chain.run_request(context())
+    assert log == ["locate", "check", "final-locate"]
+
+
+def test_the_built_in_location_plugins_and_the_registrar_pick_targets() -> None:
+    assert {name for name, cls in BUILTINS.items() if cls.retargets} == {
+        "rgstrar", "ls_localdb", "ls_sfull", "ls_static", "filter", "groups"}
+
+
+def test_settle_denies_relaying_what_no_plugin_forwarded() -> None:
+    decision = Chain([]).run_request(context(make_request("sip:+4412345@pstn.example.net")))
+    assert (decision.mode, decision.status, decision.reason) == (Mode.UAS, 403, "Relaying Denied")
+    with_route = make_request("sip:bob@elsewhere.net", extra="Route: <sip:next.example.org;lr>\r\n")
+    assert Chain([]).run_request(context(with_route)).status == 403  # a Route alone is no dialog
 
 
 def test_settle_answers_404_when_nobody_decided_or_no_location() -> None:

@@ -44,6 +44,13 @@ def test_register_for_our_domain_is_answered_by_the_registrar() -> None:
     assert store.lookup("sip:bob@example.com", 101.0)[0].received_from == "udp:192.0.2.7:5060"
 
 
+def test_a_register_for_us_the_registrar_does_not_take_is_404_never_484() -> None:
+    register = make_request("sip:example.com", "REGISTER", "Contact: <sip:bob@192.0.2.9>\r\n")
+    register.set_header("To", "<sip:bob@example.com>")
+    decision = decide("plugins = syntax ls_localdb", register)  # no rgstrar in the chain
+    assert (decision.mode, decision.status) == (Mode.UAS, 404)  # RFC 3261 10.3
+
+
 def test_register_for_another_domain_is_forwarded() -> None:
     register = make_request("sip:elsewhere.net", "REGISTER", "Contact: <sip:bob@192.0.2.9>\r\n")
     register.set_header("To", "<sip:bob@elsewhere.net>")
@@ -112,13 +119,21 @@ def test_localdb_adds_a_static_users_permanent_contact_once() -> None:
         "sip:dave@192.0.2.44", "sip:dave@192.0.2.45"]
 
 
-def test_localdb_leaves_routed_and_foreign_requests_alone() -> None:
+def test_a_routed_request_follows_its_r_uri_whatever_the_location_plugins_hold() -> None:
+    # Each of these would retarget bob, reject him or answer for him, were he not routed.
+    conf = ("plugins = rgstrar groups ls_static filter ls_localdb ls_sfull\n"
+            "[static]\nreject = * 403\n[filter]\nforward = \"^sip:bob@ sip:carol@192.0.2.9\"\n"
+            "[groups]\n[[bob]]\nmembers = sip:ann@example.com\n")
+    decision = decide(conf, make_request(BOB), routed=True, store=bob_store())
+    assert (decision.mode, uris(decision)) == (Mode.FORK, [BOB])
+
+
+def test_localdb_leaves_foreign_requests_alone() -> None:
     services = make_services("plugins = ls_localdb", bob_store())
     plugin = LocalDb(services.settings.sections["localdb"], services)
-    for request, routed in ((make_request(BOB), True), (make_request("sip:bob@elsewhere.net"), False)):
-        decision = Decision()
-        plugin.on_request(context(request, services, routed), decision)
-        assert decision.mode is None
+    decision = Decision()
+    plugin.on_request(context(make_request("sip:bob@elsewhere.net"), services), decision)
+    assert decision.mode is None
 
 
 # ---------------------------------------------------------------- ls_sfull
@@ -187,7 +202,7 @@ def test_filter_rewrites_with_groups_case_insensitively() -> None:
 
 def test_filter_scope_and_the_default_404() -> None:
     internal = FILTER.format(scope="internal", mode="statefull")
-    assert decide(internal, make_request("tel:4930123")).status == 404  # out of scope, unroutable
+    assert decide(internal, make_request("tel:4930123")).status == 403  # out of scope, not ours
     assert uris(decide(internal, make_request("sip:a.b@example.com"))) == ["sip:b-a@example.com"]
     external = FILTER.format(scope="external", mode="statefull")
     assert decide(external, make_request("sip:a.b@example.com")).status == 404  # localdb: nobody

@@ -8,7 +8,7 @@ from test_proxy_support import BOB1, PROXY, UAC, bob_store, labels, make_proxy, 
 from test_transaction_fixtures import request, response
 
 from psp import __version__
-from psp.events import Peer
+from psp.events import Peer, ResolveJob
 from psp.location import Binding
 from psp.parser import parse
 from psp.plugins.base import Plugin, State
@@ -18,6 +18,13 @@ HOP = Peer("udp", "192.0.2.30", 5070)
 NONE = {"ICT": 0, "NICT": 0, "IST": 0, "NIST": 0}
 SERVER = f"PartySIP/{__version__}"  # the banner's default
 RR_ON = "[localdb]\nmode = sf_forking\nrecord-route = on\n"
+SHIPPED = "syntax auth rgstrar ls_localdb"  # etc/partysip.conf's chain: no ls_sfull
+PRELOADED = f"Route: <sip:{PROXY}:5060;lr>\r\nRoute: <sip:192.0.2.30:5070;lr>\r\n"
+
+
+def our_route(proxy) -> str:
+    """The Route header a UA sends in a dialog we record-routed."""
+    return f"Route: {proxy.local.route_uri('udp')}\r\n"
 
 
 def with_max_forwards(message, value: str | None):
@@ -31,6 +38,10 @@ def test_max_forwards_zero_is_483_but_an_options_for_us_is_answered() -> None:
     net, _ = make_proxy()
     net.deliver(with_max_forwards(request(uri="sip:bob@example.com"), "0"), UAC)
     assert labels(net.take()) == [(UAC, 100), (UAC, 483)]
+    # The proxy's own check: no chain, however configured, forwards such a request.
+    net, _ = make_proxy(plugins="ls_sfull")
+    net.deliver(with_max_forwards(request("MESSAGE", uri="sip:bob@192.0.2.21"), "0"), UAC)
+    assert labels(net.take()) == [(UAC, 483)]
     net.deliver(with_max_forwards(request("OPTIONS", uri=f"sip:{PROXY}", branch="z9hG4bK-o"), "0"), UAC)
     peer, ok = only(net.take())
     assert (peer, ok.status) == (UAC, 200) and "REGISTER" in ok.header_values("Allow")
@@ -159,20 +170,45 @@ def test_a_branch_a_plugin_refuses_to_send_leaves_the_uac_with_408() -> None:
 # ---------------------------------------------------------------- 16.4 and 16.6
 
 def test_loose_routing_removes_our_route_and_follows_the_next() -> None:
-    net, _ = make_proxy(plugins="syntax")
-    routes = f"Route: <sip:{PROXY};lr>\r\nRoute: <sip:192.0.2.30:5070;lr>\r\n"
+    net, proxy = make_proxy(plugins="syntax")
+    routes = our_route(proxy) + "Route: <sip:192.0.2.30:5070;lr>\r\n"
     net.deliver(request("BYE", uri="sip:bob@192.0.2.21", to_tag="t", headers=routes), UAC)
     peer, bye = only(net.take())
     assert peer == HOP
     assert bye.header_values("Route") == ["<sip:192.0.2.30:5070;lr>"] and str(bye.uri) == "sip:bob@192.0.2.21"
 
 
-def test_an_in_dialog_request_follows_its_remote_target_without_a_location_plugin() -> None:
-    net, _ = make_proxy(plugins="syntax rgstrar ls_localdb")
-    net.deliver(request("BYE", uri="sip:bob@192.0.2.21", to_tag="t"), UAC)
-    assert only(net.take())[0] == BOB1
-    net.deliver(request("MESSAGE", uri="sip:bob@192.0.2.21", branch="z9hG4bK-2"), UAC)
-    assert only(net.take())[1].status == 404  # out of dialog: only a plugin may route it
+def test_a_dialog_we_record_routed_follows_its_remote_target_without_a_location_plugin() -> None:
+    net, proxy = make_proxy(plugins=SHIPPED)
+    net.deliver(request("BYE", uri="sip:bob@192.0.2.21", to_tag="t", headers=our_route(proxy)), UAC)
+    peer, bye = only(net.take())
+    assert peer == BOB1 and not bye.has("Route")
+
+
+@pytest.mark.parametrize(("uri", "headers", "to_tag"), [
+    ("sip:+4412345@pstn.example.com", PRELOADED, None),   # a Route to us, without our psp= tag
+    ("sip:bob@192.0.2.21", "", "forged"),                   # a To tag of no dialog of ours
+    ("sip:bob@192.0.2.21", "Route: <sip:192.0.2.30:5070;lr>\r\n", None),  # a Route elsewhere
+], ids=["preloaded-route-to-us", "forged-to-tag", "route-elsewhere"])
+def test_no_open_relay_a_foreign_target_nobody_chose_gets_403(uri, headers, to_tag) -> None:
+    net, _ = make_proxy(plugins=SHIPPED)
+    net.deliver(request(uri=uri, to_tag=to_tag, headers=headers), UAC)
+    [(_, trying), (peer, refused)] = net.take()
+    assert (trying.status, peer, refused.status, refused.reason) == (100, UAC, 403, "Relaying Denied")
+    net.deliver(request("ACK", uri=uri, to_tag="t", headers=headers, branch="z9hG4bK-a"), UAC)
+    assert net.take() == []  # nor is an ACK relayed there, statelessly or not
+
+
+def test_a_route_set_left_after_ours_stays_the_next_hop_of_the_location() -> None:
+    net, _ = make_proxy(store=bob_store(("sip:bob@192.0.2.21", 1.0)))
+    net.deliver(request("MESSAGE", uri="sip:bob@example.com", headers=PRELOADED), UAC)
+    peer, message = only(net.take())
+    assert (peer, str(message.uri)) == (HOP, "sip:bob@192.0.2.21")
+    assert message.header_values("Route") == ["<sip:192.0.2.30:5070;lr>"]
+    net.deliver(request("MESSAGE", uri="sip:carol@elsewhere.example", headers=PRELOADED,
+                        branch="z9hG4bK-2"), UAC)  # ls_sfull forwards: through the Route
+    peer, message = only(net.take())
+    assert (peer, str(message.uri)) == (HOP, "sip:carol@elsewhere.example")
 
 
 def test_strict_router_upstream_gets_the_real_request_uri_back() -> None:
@@ -197,6 +233,19 @@ def test_a_route_that_is_not_sip_cannot_be_followed() -> None:
     net, _ = make_proxy()
     net.deliver(request("BYE", uri="sip:bob@192.0.2.21", to_tag="t", headers="Route: <tel:+15551234>\r\n"), UAC)
     assert labels(net.take()) == [(UAC, 416)]
+
+
+def test_with_udp_disabled_a_target_that_names_no_transport_is_reached_over_tcp() -> None:
+    net, _ = make_proxy("serverport_udp = 0\nserverport_tcp = 5070\n")
+    tcp_uac = Peer("tcp", UAC.host, UAC.port)
+    net.deliver(request("MESSAGE", uri="sip:bob@192.0.2.21", transport="TCP"), tcp_uac)
+    peer, message = only(net.take())
+    assert peer == Peer("tcp", "192.0.2.21", 5060)
+    assert (message.top_via.transport, message.top_via.port) == ("TCP", 5070)  # never port 0
+    net.deliver(request("MESSAGE", uri="sip:bob@uas.example.com", transport="TCP", branch="z9hG4bK-n"),
+                tcp_uac)
+    [job] = [item for item in net.core.outbox if isinstance(item, ResolveJob)]
+    assert (job.host, job.transport) == ("uas.example.com", "tcp")  # RFC 3263: TCP records only
 
 
 def test_record_route_for_dialog_creating_requests_only() -> None:
@@ -255,8 +304,8 @@ def test_a_spiral_is_not_a_loop() -> None:
 # ---------------------------------------------------------------- ACK for 2xx
 
 def test_ack_for_2xx_is_relayed_statelessly_along_its_route() -> None:
-    net, _ = make_proxy()
-    routes = f"Route: <sip:{PROXY};lr>\r\nRoute: <sip:192.0.2.30:5070;lr>\r\n"
+    net, proxy = make_proxy(plugins=SHIPPED)
+    routes = our_route(proxy) + "Route: <sip:192.0.2.30:5070;lr>\r\n"
     ack = request("ACK", uri="sip:bob@192.0.2.21", to_tag="t", headers=routes)
     net.deliver(ack, UAC)
     net.deliver(ack, UAC)  # a retransmission gets the same branch

@@ -53,6 +53,19 @@ def test_a_registration_survives_a_restart_and_the_record_route_tag_too(tmp_path
     again.close()
 
 
+def test_a_register_at_our_address_is_taken_by_the_registrar(tmp_path: Path) -> None:
+    # routing.Local counts serverip as ours: so must the registrar (never a 484 from ls_localdb).
+    wiring, net = wired(tmp_path)
+    wiring.reload(load_text(CONF.format(path=tmp_path / "location.sqlite", extra="")))  # rebuilt alike
+    register = request("REGISTER", uri="sip:192.0.2.1:5060", headers="Contact: <sip:dan@192.0.2.40>\r\n")
+    register.set_header("To", "<sip:dan@192.0.2.1>")
+    net.deliver(register, UAC)
+    assert [m.status for _, m in net.take()] == [200]
+    net.deliver(request("MESSAGE", uri="sip:dan@192.0.2.1", branch="z9hG4bK-m"), UAC)
+    assert [peer for peer, _ in net.take()] == [Peer("udp", "192.0.2.40", 5060)]
+    wiring.close()
+
+
 def test_static_contacts_are_reachable(tmp_path: Path) -> None:
     wiring, net = wired(tmp_path)
     net.deliver(request("MESSAGE", uri="sip:carol@example.com"), UAC)

@@ -117,6 +117,13 @@ def test_domains_decide_what_is_ours(registrar: Registrar, store: LocationStore)
     assert store.aors() == ["sip:carol@other.example.org"]
 
 
+def test_an_address_of_ours_is_compared_as_an_address(store: LocationStore) -> None:
+    registrar = Registrar(["example.com", "192.0.2.1", "2001:DB8::0001"])
+    at_v6 = register(to="sip:dan@[2001:db8::1]", ruri="sip:[2001:db8:0::1]:5060")
+    assert contacts_of(registrar.handle(at_v6, store, 0.0))
+    assert store.aors() == ["sip:dan@[2001:db8::1]"]
+
+
 def test_non_sip_to_is_400_only_when_the_request_uri_is_ours(registrar: Registrar, store: LocationStore) -> None:
     unksm2 = parse((CORPUS / "unksm2.dat").read_bytes())
     assert error_of(lambda: registrar.handle(unksm2, store, 0.0)).status == 400

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import LOOPBACK, needs_sipp
 from sipp_helpers import (
-    DOMAIN, Peer, Traced, bindings, contact_uri, finish, hostport, listed, proxy_config, register, uac, uas,
+    DOMAIN, Peer, Traced, UdpClient, bindings, contact_uri, finish, hostport, listed, proxy_config, raw_request,
+    register, status_of, uac, uas,
 )
 
 pytestmark = needs_sipp
@@ -125,3 +126,17 @@ def test_proxy_rejections(partysip, sipp, tmp_path):
     assert got == {name: status for name, *_, status in REJECTIONS}, caller.describe() + "\n" + server.log()[-3000:]
     assert finals["require"].header("Unsupported") == "com.example.nosuch"
     assert caller.ok, caller.describe()
+
+
+def test_the_shipped_chain_is_no_open_relay(partysip):
+    # No ls_sfull: a Route to us without our Record-Route tag, or a To tag, is no dialog of
+    # ours, so a foreign Request-URI is refused rather than relayed (the reviewer's two cases).
+    server = partysip(**proxy_config("statefull"))
+    attempts = [("sip:+4412345@pstn.example.com", None, f"Route: <sip:{hostport(server)};lr>\r\n"),
+                ("sip:bob@192.0.2.99", "<sip:bob@192.0.2.99>;tag=forged", "")]
+    with UdpClient() as client:
+        for target, to, headers in attempts:
+            client.send(raw_request(client, "INVITE", target, to=to, headers=headers), server.udp_port)
+            answer = client.final()
+            assert status_of(answer) == 403, (answer or b"no answer").decode(errors="replace") + server.log()[-2000:]
+            assert b" 403 Relaying Denied\r\n" in answer

@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from conftest import LOOPBACK, ServerProcess, free_port, needs_sipp
-from sipp_helpers import DOMAIN, Peer, bindings, contact_uri, finish, listed, proxy_config, register, uac, uas
+from sipp_helpers import (
+    DOMAIN, Peer, UdpClient, bindings, contact_uri, finish, listed, proxy_config, raw_request, register, status_of,
+    uac, uas,
+)
 
 pytestmark = needs_sipp
 
@@ -84,3 +87,14 @@ def test_registration_survives_a_restart(partysip, sipp, tmp_path: Path):
     second = partysip(**config)
     callee = uas(sipp, "uas_call.xml", second, port=port)
     call_through(sipp, second, "erin", callee)
+
+
+def test_a_register_at_the_proxys_address_is_taken(partysip):
+    # serverip is a domain of ours (RFC 3261 10.1: a UA without DNS registers at our address).
+    server = partysip(**proxy_config("statefull"))
+    with UdpClient() as client:
+        request = raw_request(client, "REGISTER", f"sip:{LOOPBACK}:{server.udp_port}", to=f"<sip:dan@{LOOPBACK}>",
+                              headers=f"Contact: <sip:dan@{LOOPBACK}:{client.port}>\r\n")
+        client.send(request, server.udp_port)
+        answer = client.final()
+    assert status_of(answer) == 200, (answer or b"no answer").decode(errors="replace") + server.log()[-2000:]

@@ -211,8 +211,10 @@ class RequestContext:
 
     ``request`` is the request after the proxy's RFC 3261 16.4 Route pre-processing.
     Plugins never modify it: retargeting is done by returning Locations, and changes to
-    what is sent belong in ``on_forward`` on the branch copy.  ``routed`` is true when the
-    request still carries a Route to somebody else, so location plugins leave it alone.
+    what is sent belong in ``on_forward`` on the branch copy.  ``routed`` is true for a
+    request in a dialog we record-routed (the Route we removed carried our ``psp=`` tag):
+    it follows its route set, and the chain does not show it to the plugins that pick
+    targets (``Plugin.retargets``).
     ``is_local(uri)`` tells whether a URI names one of our domains or addresses.
     ``notes`` is a per-request scratch space for plugins, keyed by plugin name.
     """
@@ -259,10 +261,14 @@ class Plugin:
     - ``name``: the plugin's name in ``plugins`` (built-ins keep the original names).
     - ``levels``: hook name -> :class:`Level`; a hook not listed runs at ``Level.MIDDLE``.
       ``Level.FINAL`` is valid for ``on_request`` only.
+    - ``retargets``: True for a plugin that decides where a request goes (a location
+      service, a registrar); its ``on_request`` is then never run for a routed request
+      (``ctx.routed``), whose route set already says where it goes.
     """
 
     name: ClassVar[str] = ""
     levels: ClassVar[Mapping[str, Level]] = {}
+    retargets: ClassVar[bool] = False
 
     def __init__(self, section: Any, services: Services) -> None:
         self.services = services
@@ -300,6 +306,8 @@ class Plugin:
 
 class RoutingPlugin(Plugin):
     """A plugin that picks targets: it reads the original's ``mode`` and ``record-route`` keys."""
+
+    retargets = True
 
     def reload(self, section: Any) -> None:
         super().reload(section)

@@ -11,9 +11,12 @@ PartySIP's model (partysip.md 2.1, 2.2), without dlopen:
   decision written wins.  FINAL hooks then run, unless the request was STOPped.  A plugin
   that raises ``SipError`` answers with that status (a MANDATE): this is the one boundary
   for errors in the chain; any other exception propagates to the caller.
+* **Routed requests.** A request in a dialog we record-routed (``ctx.routed``) follows
+  its route set: the plugins that pick targets (``Plugin.retargets``) never see it.
 * **Settling.** The proxy always receives a usable decision (see :meth:`Chain.settle`):
   RFC 3261 16.5 (a routed request's only target is its R-URI), 8.2 / 16.7 (every
-  request gets a final answer) and 17 (an ACK is never answered).
+  request gets a final answer), no relaying that no plugin chose, and 17 (an ACK is
+  never answered).
 * **Other chains.** ``on_forward``, ``on_response`` and ``on_send_response`` run in the
   same order and stop only on STOP.
 """
@@ -44,8 +47,11 @@ BUILTINS: Mapping[str, type[Plugin]] = {
 # Transports are plugins in the original; here they are the rim's (psp/transport*.py).
 TRANSPORTS = frozenset({"udp", "tcp"})
 HOOKS = ("on_request", "on_forward", "on_response", "on_send_response")
+# The answer to a request for another domain that no plugin chose to forward.
+RELAYING_DENIED = "Relaying Denied"
 
 Hook = Callable[..., Any]
+Hooks = tuple[tuple[Level, Plugin, Hook], ...]
 
 
 def plugin_class(name: str) -> type[Plugin]:
@@ -82,6 +88,17 @@ def _overrides(plugin: Plugin, hook: str) -> bool:
     return getattr(type(plugin), hook) is not getattr(Plugin, hook)
 
 
+def _incoming(hooks: Hooks, routed: bool) -> tuple[tuple[Hook, ...], tuple[Hook, ...]]:
+    """The ``on_request`` hooks, then the FINAL ones, that run for a (not) routed request.
+
+    A routed request follows the route set of its dialog (RFC 3261 16.4, 16.6 item 6), so
+    the plugins that pick targets are left out: one rule here, not one check in each.
+    """
+    kept = [(level, hook) for level, plugin, hook in hooks if not (routed and plugin.retargets)]
+    return (tuple(hook for level, hook in kept if level is not Level.FINAL),
+            tuple(hook for level, hook in kept if level is Level.FINAL))
+
+
 class Chain:
     """Plugins in load order, their hooks sorted by level, and the rules that run them."""
 
@@ -89,9 +106,9 @@ class Chain:
         self.plugins = tuple(plugins)
         self._config = tuple(config)
         self._hooks = {hook: self._ordered(hook) for hook in HOOKS}
-        incoming = self._hooks["on_request"]
-        self._incoming = tuple(hook for level, hook in incoming if level is not Level.FINAL)
-        self._final = tuple(hook for level, hook in incoming if level is Level.FINAL)
+        # routed -> (the incoming hooks, the FINAL hooks) for such a request
+        self._incoming = {routed: _incoming(self._hooks["on_request"], routed)
+                          for routed in (False, True)}
 
     @classmethod
     def from_settings(cls, settings: Any, services: Services) -> Chain:
@@ -110,26 +127,27 @@ class Chain:
             raise
         return cls(plugins, config)
 
-    def _ordered(self, hook: str) -> tuple[tuple[Level, Hook], ...]:
-        found: list[tuple[Level, Hook]] = []
+    def _ordered(self, hook: str) -> Hooks:
+        found: list[tuple[Level, Plugin, Hook]] = []
         for plugin in self.plugins:
             if not _overrides(plugin, hook):
                 continue
             level = plugin.level(hook)
             if level is Level.FINAL and hook != "on_request":
                 raise PluginError(f"plugin {plugin.name!r}: FINAL is a level for on_request only")
-            found.append((level, getattr(plugin, hook)))
+            found.append((level, plugin, getattr(plugin, hook)))
         # sorted() is stable, so one level keeps the load order.
         return tuple(sorted(found, key=lambda pair: pair[0]))
 
     def run_request(self, ctx: RequestContext) -> Decision:
         """Run the incoming chain and return the settled decision for ``ctx.request``."""
         decision = Decision()
-        for hook in self._incoming:
+        incoming, final = self._incoming[ctx.routed]
+        for hook in incoming:
             self._call(hook, ctx, decision)
             if decision.final:
                 break
-        for hook in self._final:
+        for hook in final:
             if decision.state is State.STOP:
                 break
             self._call(hook, ctx, decision)
@@ -148,8 +166,10 @@ class Chain:
         """Make ``decision`` something the proxy can act on without guessing.
 
         * Nobody decided: a routed request is forwarded to its R-URI (the Route set picks
-          the next hop, RFC 3261 16.5/16.6); anything else is answered 404.  The original
-          dropped such requests without an answer.
+          the next hop, RFC 3261 16.5/16.6); any other request is answered 404 when its
+          R-URI is ours, 403 Relaying Denied when it is not: only a plugin forwards a
+          request for another domain (``ls_sfull``, ``ls_static``, ``filter``, ``groups``),
+          or we would be an open relay.  The original dropped such requests unanswered.
         * A forward or redirect without locations becomes 404 (as the original's empty 3xx).
         * SEQ locations are ordered by q, highest first; equal q keep their order.
         * An ACK is never answered (RFC 3261 17): a UAS or REDIRECT decision becomes STOP.
@@ -159,6 +179,8 @@ class Chain:
         request = ctx.request
         if decision.mode is None and ctx.routed:
             decision.forward([Location(request.uri)], decision.state)
+        elif decision.mode is None and not ctx.is_local(request.uri):
+            decision.answer(403, decision.state, RELAYING_DENIED)
         elif decision.mode is None or (decision.mode is not Mode.UAS and not decision.locations):
             decision.answer(404, decision.state)
         elif decision.mode is Mode.SEQ:
@@ -167,7 +189,7 @@ class Chain:
             decision.stop()
 
     def _run_message(self, hook_name: str, ctx: RequestContext, message: Any) -> bool:
-        for _, hook in self._hooks[hook_name]:
+        for _, _, hook in self._hooks[hook_name]:
             if hook(ctx, message) is State.STOP:
                 return False
         return True

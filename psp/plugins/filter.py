@@ -1,6 +1,6 @@
 """The ``filter`` plugin: R-URI rewriting by regular expressions (RFC 3261 16.5 targets).
 
-At MIDDLE, for a request that carries no Route to somebody else and whose R-URI is in
+At MIDDLE, for a request whose R-URI is in
 ``filter_scope`` (``internal``: ours, ``external``: not ours, ``both``), the R-URI text is
 searched with each ``forward`` rule's regex in order (case-insensitive, unanchored like
 the original's POSIX ``regexec``).  The first match yields one location: the rule's
@@ -49,7 +49,7 @@ class Filter(RoutingPlugin):
         return ctx.is_local(ctx.request.uri) == (self.scope == "internal")
 
     def on_request(self, ctx: RequestContext, decision: Decision) -> None:
-        if ctx.routed or not self.in_scope(ctx):
+        if not self.in_scope(ctx):
             return
         text = str(ctx.request.uri)
         for rule in self.rules:

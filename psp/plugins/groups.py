@@ -1,6 +1,6 @@
 """The ``groups`` plugin: hunt groups (RFC 3261 16.5 target sets, 16.6 forking).
 
-At FIRST, a request (carrying no Route to somebody else) whose R-URI user part is a group's
+At FIRST, a request whose R-URI user part is a group's
 name - and whose host is the group's ``domain`` when one is set, or else one of our own
 domains - goes to the group's members, MANDATE: all at once (group ``mode sf_forking``)
 or one after the other in the listed order (``mode sf_sequential``; the original parsed
@@ -35,7 +35,7 @@ class Groups(RoutingPlugin):
 
     def on_request(self, ctx: RequestContext, decision: Decision) -> None:
         uri = ctx.request.uri
-        if ctx.routed or not isinstance(uri, URI) or not uri.user:
+        if not isinstance(uri, URI) or not uri.user:
             return
         for group in self.groups:
             if _addresses(group, uri, ctx):

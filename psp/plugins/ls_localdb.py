@@ -1,6 +1,8 @@
 """The ``ls_localdb`` plugin: the location service for our own domains (RFC 3261 16.5, 10).
 
-At LAST, for a request whose R-URI is ours and that carries no Route to somebody else:
+At LAST, for a request whose R-URI is ours, REGISTER excepted (its R-URI names the
+registrar's domain, not somebody to look up: RFC 3261 10.2; when ``rgstrar`` does not
+take it, the chain answers 404, never this plugin's 484):
 
 * no user part: 484 (PROPOSE) - there is nobody to look up;
 * the address-of-record (``psp.registrar.aor_of``) is looked up in the location store,
@@ -48,8 +50,9 @@ class LocalDb(RoutingPlugin):
                 contacts.append(user.contact)
 
     def on_request(self, ctx: RequestContext, decision: Decision) -> None:
-        uri = ctx.request.uri
-        if ctx.routed or not isinstance(uri, URI) or not ctx.is_local(uri):
+        request = ctx.request
+        uri = request.uri
+        if request.method == "REGISTER" or not isinstance(uri, URI) or not ctx.is_local(uri):
             return
         if not uri.user:
             decision.answer(484, State.PROPOSE)

@@ -1,10 +1,11 @@
 """The ``ls_sfull`` plugin ("stateful for foreign"): relay requests for other domains.
 
 RFC 3261 16.5: when the R-URI names a domain this proxy is not responsible for, the R-URI
-itself is the only target.  At LAST, a request whose R-URI is not ours (and that carries
-no Route to somebody else, which the proxy already follows) is forwarded to its R-URI,
-MANDATE (``mode statefull``); a non-SIP R-URI (``tel:``) is left alone, as no SIP next hop
-can be derived from it.  The original's ``mode redirect`` answered 302 with the
+itself is the only target.  At LAST, a request whose R-URI is not ours is forwarded to
+its R-URI, MANDATE (``mode statefull``); a preloaded Route set stays its next hop (16.6
+item 6).  Without this plugin (or ``ls_static``, ``filter``, ``groups``) such a request
+gets 403: we are no open relay.  A non-SIP R-URI (``tel:``) is left alone, as no SIP next
+hop can be derived from it.  The original's ``mode redirect`` answered 302 with the
 R-URI itself, which 8.3 forbids ("MUST NOT redirect a request to a URI equal to the one in
 the Request-URI": a UA using us as outbound proxy would retry forever); a redirect server
 refuses what it cannot redirect elsewhere, so that mode proposes 404.  Requests for our
@@ -13,8 +14,6 @@ the proxy's RFC 3261 16.4 pre-processing now.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from psp.plugins.base import Decision, Level, Location, RequestContext, RoutingPlugin, State
 from psp.uri import URI
@@ -26,13 +25,10 @@ class Sfull(RoutingPlugin):
     name = "ls_sfull"
     levels = {"on_request": Level.LAST}
 
-    def reload(self, section: Any) -> None:
-        super().reload(section)
-
     def on_request(self, ctx: RequestContext, decision: Decision) -> None:
         uri = ctx.request.uri
         # A tel: or other non-SIP R-URI has no SIP next hop: only filter can retarget it.
-        if ctx.routed or not isinstance(uri, URI) or ctx.is_local(uri):
+        if not isinstance(uri, URI) or ctx.is_local(uri):
             return
         if self.mode == "redirect":
             decision.answer(404, State.PROPOSE)

@@ -1,6 +1,6 @@
 """The ``ls_static`` plugin: a static routing table and reject list (RFC 3261 16.5).
 
-At FIRST, for a request that carries no Route to somebody else, in this order:
+At FIRST, in this order:
 
 * ``forward <host> <newhost>``: the first rule whose host equals the R-URI host (case
   insensitive) retargets the request to the same URI with ``newhost`` (``name``,
@@ -47,8 +47,6 @@ class Static(RoutingPlugin):
         self.rejects = list(section.reject) if section is not None else []
 
     def on_request(self, ctx: RequestContext, decision: Decision) -> None:
-        if ctx.routed:
-            return
         uri = ctx.request.uri
         target = self.retarget(uri)
         if target is not None:

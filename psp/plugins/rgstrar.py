@@ -1,10 +1,11 @@
 """The ``rgstrar`` plugin: the registrar in the chain (RFC 3261 10.3).
 
-At FIRST, a REGISTER that carries no Route to somebody else is handed to
-``psp.registrar.Registrar.handle`` with the location store.  When the registrar takes it
-(its To names one of our domains), its response - the 200 with the bindings, or the
-SipError it raised (400, 404, 420, 423, ...) - is the answer, MANDATE.  A REGISTER for
-another domain is left alone so that it can be forwarded (``ls_sfull``).  Authentication
+At FIRST, a REGISTER (not a routed one: the plugin ``retargets``, so the chain keeps
+those from it) is handed to ``psp.registrar.Registrar.handle`` with the location store.
+When the registrar takes it (its To names one of our domains), its response - the 200
+with the bindings, or the SipError it raised (400, 404, 420, 423, ...) - is the answer,
+MANDATE.  A REGISTER for another domain is left alone so that it can be forwarded
+(``ls_sfull``).  Authentication
 is the ``auth`` plugin's, which runs before (REALLY_FIRST).  Each answer of the registrar
 is counted in ``services.stats.registrations``: its 200 ``accepted``, its errors
 ``rejected``.
@@ -27,9 +28,10 @@ class Rgstrar(Plugin):
 
     name = "rgstrar"
     levels = {"on_request": Level.FIRST}
+    retargets = True  # it decides that a REGISTER ends here
 
     def on_request(self, ctx: RequestContext, decision: Decision) -> None:
-        if ctx.request.method != "REGISTER" or ctx.routed:
+        if ctx.request.method != "REGISTER":
             return
         services = self.services
         source = source_text(ctx.source)

@@ -3,14 +3,14 @@
 Runs at REALLY_FIRST for every method and, in the RFC's order:
 
 2. the R-URI scheme must be in ``allowed_schemes`` ([syntax], default sip sips), else 416;
-3. Max-Forwards 0 gets 483 (the parser already read the value as a number, so "00" is 0
-   too; the proxy may answer an OPTIONS itself before the chain, 16.3 item 3 allows it);
 4. a loop gets 482, a spiral passes (psp/branch.py explains how they are told apart);
 5. every Proxy-Require option is unsupported: 420 with all of them in ``Unsupported``
    (CANCEL excepted, RFC 3261 8.2.2.3).
 
 Item 1 (reasonable syntax: mandatory headers present, CSeq method matching) is the
-parser's, which raises ParseError before a request ever reaches the chain.
+parser's, which raises ParseError before a request ever reaches the chain.  Item 3
+(Max-Forwards 0: 483) is the proxy's, before the chain, so that no configuration of the
+chain can forward such a request (psp/proxy.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from psp.plugins.base import Decision, Level, Plugin, RequestContext
 
 
 class Syntax(Plugin):
-    """Rejects what a proxy must not forward: 416, 483, 482, 420."""
+    """Rejects what a proxy must not forward: 416, 482, 420."""
 
     name = "syntax"
     levels = {"on_request": Level.REALLY_FIRST}
@@ -37,8 +37,6 @@ class Syntax(Plugin):
         request = ctx.request
         if request.uri.scheme.lower() not in self.allowed_schemes:
             raise SipError(f"R-URI scheme {request.uri.scheme!r} not allowed", 416)
-        if request.max_forwards == 0:
-            raise SipError("Max-Forwards reached 0", 483)
         if is_loop(request, self.services.secret):
             raise SipError("the request looped back unchanged", 482)
         # 8.2.2.3: CANCEL carries no Proxy-Require that counts, and it must always be
