@@ -12,11 +12,17 @@
 * The ``sipp`` fixture runs SIPp scenarios from ``tests/sipp/`` (see :class:`Sipp`);
   tests that need it are marked :data:`needs_sipp` and skipped only when ``sipp`` is
   not installed.
+* :func:`corpus` is the one way to find the shared test corpus, ``../shared/corpus``
+  beside the repository (where CI puts it); a missing corpus fails the run, never skips.
+* The ``udp`` fixture is a UDP socket bound on 127.0.0.1 with a 5 s timeout;
+  :func:`metric_values` reads a /metrics page and :class:`Sampler` watches the inbound
+  FIFO's depth while a load runs.
 """
 
 from __future__ import annotations
 
 import csv
+import ipaddress
 import os
 import secrets
 import shutil
@@ -24,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
@@ -36,6 +43,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
 LOOPBACK = "127.0.0.1"
+#: The project's shared corpus: ``shared/`` sits beside the repository (CI copies it there).
+CORPUS = ROOT.parent / "shared" / "corpus"
 SIPP = shutil.which("sipp")
 needs_sipp = pytest.mark.skipif(SIPP is None, reason="sipp (Debian package sip-tester) is not installed")
 
@@ -47,6 +56,36 @@ BASE_CONFIG: dict[str, Any] = {
     "loglevel": 6,
     "drain_time": 0.5,
 }
+
+
+def corpus(name: str) -> Path:
+    """The directory of one corpus (``rfc4475``, ``rfc5118``, ``external``) under :data:`CORPUS`.
+
+    A missing one fails the run (a collection error when called at import), so that "every
+    RFC 4475 case exercised" can never pass by exercising none.
+    """
+    path = CORPUS / name
+    if not path.is_dir():
+        pytest.fail(f"../shared/corpus not found: the RFC 4475/5118 tests need it (no {path})",
+                    pytrace=False)
+    return path
+
+
+@pytest.fixture
+def udp() -> Iterator[socket.socket]:
+    """A UDP socket bound to a free port on 127.0.0.1, with a 5 s timeout."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOOPBACK, 0))
+    sock.settimeout(5.0)
+    yield sock
+    sock.close()
+
+
+def udp_bound(host: str, port: int) -> bool:
+    """True when some process has a UDP socket bound to ``host:port`` (IPv4, /proc/net/udp)."""
+    wanted = f"{int(ipaddress.IPv4Address(host)).to_bytes(4, 'little').hex().upper()}:{port:04X}"
+    with open("/proc/net/udp") as rows:
+        return any(row.split()[1] == wanted for row in list(rows)[1:])
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -128,6 +167,10 @@ class ServerProcess:
         with urllib.request.urlopen(url, timeout=5) as reply:
             return str(reply.read().decode())
 
+    def metrics(self) -> dict[str, float]:
+        """The /metrics page as :func:`metric_values`."""
+        return metric_values(self.scrape())
+
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, then wait; kills and fails the test if it does not exit in ``timeout``."""
         if self.proc.poll() is None:
@@ -168,6 +211,38 @@ def start_server(
         server.stop()
         pytest.fail(f"partysip did not become ready (exit {proc.returncode}):\n{server.log()}")
     return server
+
+
+def metric_values(page: str) -> dict[str, float]:
+    """``name{labels}`` -> value, for every sample of a /metrics page."""
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in page.splitlines() if line and not line.startswith("#")}
+
+
+class Sampler:
+    """Scrapes /metrics every 20 ms in a thread while a load runs (``with Sampler(server):``).
+
+    ``highest`` is the deepest inbound FIFO seen; ``busy`` is set once it held anything.
+    """
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server, self.highest = server, 0.0
+        self.busy, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.highest = max(self.highest, self.server.metrics()['psp_fifo_depth{fifo="inbound"}'])
+            if self.highest > 0:
+                self.busy.set()
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 @pytest.fixture
@@ -252,8 +327,9 @@ class Sipp:
         return self._result(code, name)
 
     def run(self, scenario: str, *args: str, **options: Any) -> SippRun:
-        """Run SIPp to completion (a UAC)."""
-        return self.wait(self.start(scenario, *args, **options))
+        """Run SIPp to completion (a UAC): SIPp ends itself at its ``timeout``, so wait a
+        little longer than that before killing it."""
+        return self.wait(self.start(scenario, *args, **options), options.get("timeout", 20.0) + 15.0)
 
     def _result(self, code: int, name: str) -> SippRun:
         def text(suffix: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -15,6 +14,27 @@ POSITIVE = Answer((Srv(10, 1, 5060, "uas1.example.test"),), ttl=30)
 MISSING = Answer((), ttl=60, error=NXDOMAIN)
 NODATA = Answer((), ttl=45)
 TIMEOUT = Answer(error="timeout")
+
+
+class CountingCache(DnsCache):
+    """A cache that counts its lookups: a caller has read the in-flight table once counted.
+
+    ``CachedLookup`` reads the cache and the table of queries in flight under one lock, and
+    the leader needs that lock to retire its flight, so a counted caller is sure to share
+    the leader's answer instead of fetching again.
+    """
+
+    def __init__(self, **options: int) -> None:
+        super().__init__(**options)
+        self.lookups = threading.Semaphore(0)
+
+    def get(self, query: Query, now: float) -> Answer | None:
+        self.lookups.release()
+        return super().get(query, now)
+
+    def wait_for_lookups(self, count: int) -> None:
+        for _ in range(count):
+            assert self.lookups.acquire(timeout=5), "a lookup thread never reached the cache"
 
 
 class Clock:
@@ -95,14 +115,15 @@ def test_concurrent_identical_queries_make_one_fetch() -> None:
         return POSITIVE
 
     # No caching: only the merge can keep the late threads from fetching again.
-    lookup = CachedLookup(slow_fetch, DnsCache(max_entries=0))
+    cache = CountingCache(max_entries=0)
+    lookup = CachedLookup(slow_fetch, cache)
     results: list[Answer] = []
     threads = [threading.Thread(target=lambda: results.append(lookup(Q))) for _ in range(4)]
     threads[0].start()
     assert started.wait(5)
     for thread in threads[1:]:
         thread.start()
-    time.sleep(0.3)  # let the other threads reach the wait before the fetch ends
+    cache.wait_for_lookups(4)  # the leader and the three others met the flight in progress
     release.set()
     for thread in threads:
         thread.join(5)
@@ -118,7 +139,8 @@ def test_waiters_get_a_clean_failure_when_the_fetch_crashes() -> None:
         release.wait(5)
         raise RuntimeError("bug")
 
-    lookup = CachedLookup(broken_fetch, DnsCache())
+    cache = CountingCache()
+    lookup = CachedLookup(broken_fetch, cache)
     waited: list[Answer] = []
     leader_errors: list[BaseException] = []
 
@@ -133,6 +155,7 @@ def test_waiters_get_a_clean_failure_when_the_fetch_crashes() -> None:
     assert started.wait(5)
     waiter = threading.Thread(target=lambda: waited.append(lookup(Q)))
     waiter.start()
+    cache.wait_for_lookups(2)  # the waiter joined the leader's flight before it crashed
     release.set()
     leader.join(5)
     waiter.join(5)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from psp.errors import ParseError
 from psp.parser import KEEPALIVE, StreamFramer, parse
+from tests.conftest import corpus
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "rfc4475"
+CORPUS = corpus("rfc4475")
 
 
 def message(body: bytes = b"", length_line: str | None = None, call_id: str = "c1") -> bytes:

@@ -11,7 +11,7 @@ import socket
 from typing import Any
 
 from tests.conftest import LOOPBACK
-from tests.test_server import options, udp, udp_exchange  # noqa: F401 - udp is a fixture
+from tests.test_server import options, udp_exchange
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: \S.*$")
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from psp.errors import ParseError
 from psp.message import Request, Response
 from psp.parser import KEEPALIVE, StreamFramer, error_response, parse
+from tests.conftest import corpus
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-SAMPLES = [path.read_bytes() for path in sorted((CORPUS / "rfc4475").glob("*.dat"))
-           + sorted((CORPUS / "rfc5118").glob("*.dat"))]
+SAMPLES = [path.read_bytes() for name in ("rfc4475", "rfc5118") for path in sorted(corpus(name).glob("*.dat"))]
 # Bytes that matter to the grammar, so that mutations hit interesting places.
 SPECIAL = st.sampled_from([b"\r\n", b"\r", b"\n", b" ", b"\t", b":", b";", b",", b"<", b">", b'"', b"\\",
                            b"@", b"[", b"]", b"%", b"%0", b"=", b"?", b"\x00", b"\xff", b"9" * 12, b"-1", b""])

@@ -20,7 +20,7 @@ from psp import __version__
 from psp.message import Request, make_response
 from psp.parser import parse
 from tests.conftest import LOOPBACK, ROOT, free_port
-from tests.test_server import options, register, udp  # noqa: F401 - udp is a fixture
+from tests.test_server import options, register
 
 TIMEOUT = 10.0
 ALICE = {"aor": "sip:alice@localhost", "password": "alice-secret"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
 
@@ -11,9 +10,11 @@ from psp.errors import ParseError
 from psp.message import Request, Response
 from psp.parser import error_response, parse
 from psp.uri import URI, AbsoluteURI
+from tests.conftest import corpus
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "rfc4475"
-ROWS = {row["name"]: row for row in csv.DictReader(open(CORPUS / "EXPECT.tsv"), delimiter="\t")}
+CORPUS = corpus("rfc4475")
+ROWS = {row["name"]: row for row in csv.DictReader((CORPUS / "EXPECT.tsv").read_text().splitlines(),
+                                                   delimiter="\t")}
 
 # Rows whose action names an exact status the parser itself must produce.
 EXACT_STATUS = {"reject 400": 400, "reject 505": 505, "reject 501 (400 ok)": 501}

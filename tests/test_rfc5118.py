@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from psp.errors import ParseError
 from psp.headers import Via
 from psp.parser import parse
+from tests.conftest import corpus
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "rfc5118"
+CORPUS = corpus("rfc5118")
 NAMES = sorted(path.stem for path in CORPUS.glob("*.dat"))
 # 4.2: an IPv6 address without brackets; 4.10: three colons, invalid under RFC 5954's ABNF.
 INVALID = {"ipv6-bad", "ipv6-bug-abnf-3-colons"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import queue
 import secrets
 import signal
 import socket
@@ -12,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from psp.message import make_response
 from psp.sdnotify import Notifier
 from psp.server import EX_SOFTWARE, Server, Wiring
 from psp.transaction import derived_request
-from tests.conftest import LOOPBACK, ROOT, NotifyListener, config_text, free_port
+from tests.conftest import LOOPBACK, ROOT, NotifyListener, Sampler, config_text, free_port
 
 TIMEOUT = 5.0
 CSEQ = itertools.count(1)  # REGISTERs of one Call-ID must have growing CSeqs (RFC 3261 10.3 step 7)
@@ -41,15 +39,6 @@ def options(port: int, branch: str, transport: str = "UDP", uri: str | None = No
         f"Call-ID: {branch}@example.org\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n"
         f"Contact: <sip:alice@{LOOPBACK}:{port}>\r\nContent-Length: 0\r\n\r\n"
     ).encode()
-
-
-@pytest.fixture
-def udp() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((LOOPBACK, 0))
-    sock.settimeout(TIMEOUT)
-    yield sock
-    sock.close()
 
 
 def udp_exchange(sock: socket.socket, port: int, data: bytes) -> Any:
@@ -204,10 +193,12 @@ def test_sigterm_mid_call_drains_and_exits_zero_within_the_drain_time(partysip, 
         assert parse(callee.recv(65535)).method == "INVITE"  # the call is in progress downstream
         started = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
-        assert server.stop(timeout=drain_time + 10) == 0
+        assert server.stop(timeout=drain_time + 30) == 0
     elapsed = time.monotonic() - started
-    # The INVITE's transactions still wait for a final response: the drain waits for them.
-    assert drain_time <= elapsed < drain_time + 2.0, f"exit took {elapsed:.2f} s"
+    # The INVITE's transactions still wait for a final response: the drain waits for them,
+    # but only drain_time; waiting for the transactions themselves would take Timer B
+    # (64 * T1 = 32 s) or more.  The slack covers a loaded machine's start-up and exit.
+    assert drain_time <= elapsed < drain_time + 8.0, f"exit took {elapsed:.2f} s"
     assert "draining" in server.log()
 
 
@@ -245,9 +236,9 @@ def test_a_port_in_use_is_one_clear_line_and_a_non_zero_exit(tmp_path: Path, udp
 def test_metrics_scraped_under_load_show_queues_and_transactions(partysip) -> None:
     server = partysip(fifo_size=20000)
     stop = threading.Event()
-    answers: queue.Queue[int] = queue.Queue()
 
     def load(n: int) -> None:
+        """Bursts of 50 OPTIONS, then their answers; until told to stop, 2000 at most."""
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind((LOOPBACK, 0))
             sock.settimeout(TIMEOUT)
@@ -261,23 +252,24 @@ def test_metrics_scraped_under_load_show_queues_and_transactions(partysip) -> No
                         sock.recv(65535)
                     except socket.timeout:
                         break
-            answers.put(count)
 
     workers = [threading.Thread(target=load, args=(n,)) for n in range(3)]
-    for worker in workers:
-        worker.start()
-    try:
-        page = server.scrape()
-    finally:
-        stop.set()
+    with Sampler(server) as sampler:
         for worker in workers:
-            worker.join(30)
-    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-              for line in page.splitlines() if line and not line.startswith("#")}
-    busy = values['psp_fifo_depth{fifo="inbound"}'] + values['psp_fifo_wait_seconds_sum{fifo="inbound"}']
-    assert busy > 0
-    assert values['psp_transactions_active{kind="NIST"}'] > 0
-    assert values['psp_messages_received_total{method="OPTIONS",status_class="none",transport="udp"}'] > 0
+            worker.start()
+        try:  # until a scrape saw the inbound FIFO hold something, or the load is over
+            while not sampler.busy.wait(0.05) and any(worker.is_alive() for worker in workers):
+                pass
+            during = server.metrics()
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(30)
+    # Each burst of 50 lands faster than the processor serves it: a scrape during the load
+    # sees a queue, which an idle or a one-message server never shows.
+    assert sampler.highest > 0, "no scrape saw the inbound FIFO hold anything during the load"
+    assert during['psp_transactions_active{kind="NIST"}'] > 0
+    assert during['psp_messages_received_total{method="OPTIONS",status_class="none",transport="udp"}'] > 0
 
 
 def test_metrics_count_registrations_auth_failures_completed_transactions_and_strays(partysip, udp) -> None:
@@ -314,7 +306,6 @@ def test_metrics_count_registrations_auth_failures_completed_transactions_and_st
         callee.sendto(stray.to_bytes(), proxy)
     # Handled in order: once this is answered, the stray response has been dropped.
     assert final(udp, server, options(udp.getsockname()[1], "z9hG4bK-last")).status == 200
-    page = server.scrape()
     expected = {
         'psp_registrations_total{result="accepted"}': 1.0,
         'psp_registrations_total{result="rejected"}': 1.0,
@@ -324,6 +315,5 @@ def test_metrics_count_registrations_auth_failures_completed_transactions_and_st
         'psp_transactions_completed_total{class="4xx"}': 6.0,  # four 401, the 423, the 407
         "psp_stray_responses_dropped_total": 1.0,
     }
-    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-              for line in page.splitlines() if line and not line.startswith("#")}
+    values = server.metrics()
     assert {name: values.get(name) for name in expected} == expected

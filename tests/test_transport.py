@@ -82,15 +82,6 @@ def start() -> Iterator[Callable[..., Running]]:
         transport.stop(TIMEOUT)
 
 
-@pytest.fixture
-def udp() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((LOOPBACK, 0))
-    sock.settimeout(TIMEOUT)
-    yield sock
-    sock.close()
-
-
 def tcp_client(port: int) -> socket.socket:
     sock = socket.create_connection((LOOPBACK, port), timeout=TIMEOUT)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
