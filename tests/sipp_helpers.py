@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from conftest import LOOPBACK, SIPP_DIR, ServerProcess, Sipp, SippRun, free_port
+from conftest import LOOPBACK, SIPP_DIR, ServerProcess, Sipp, SippRun, free_port, udp_bound
 
 DOMAIN = "localhost"          # the domain the test servers serve (conftest's servername)
 _names = itertools.count(1)
@@ -216,20 +216,10 @@ def register(sipp: Sipp, server: ServerProcess, user: str, contact: str, *args: 
                "-key", "expires", str(expires), "-key", "cparams", cparams, *args)
 
 
-def _listening(port: int) -> bool:
-    """True when some process has a UDP socket bound to 127.0.0.1:port (from /proc/net/udp)."""
-    wanted = f"0100007F:{port:04X}"
-    for table in ("/proc/net/udp",):
-        with open(table) as rows:
-            if any(row.split()[1] == wanted for row in list(rows)[1:]):
-                return True
-    return False
-
-
 def wait_listening(port: int, proc: Any, timeout: float = 10.0) -> None:
     """Wait until a UDP socket is bound to ``port`` (SIPp started), or fail."""
     deadline = time.monotonic() + timeout
-    while not _listening(port):
+    while not udp_bound(LOOPBACK, port):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"sipp did not start listening on UDP port {port} (exit {proc.poll()})")
         time.sleep(0.02)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
+from conftest import corpus
 from test_plugins_support import SECRET, context, make_request, make_services
 
 from psp.branch import is_loop, key_of, loop_key, make_branch, request_key
@@ -18,17 +18,14 @@ from psp.plugins.chain import Chain
 from psp.plugins.syntax import Syntax
 from psp.uri import parse_uri
 
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "rfc4475"
+CORPUS = corpus("rfc4475")
 SYNTAX = make_services("plugins = syntax ls_sfull\n[syntax]\nallowed_schemes = sip, sips, tel\n")
 AUTH_CONF = ("plugins = syntax auth rgstrar ls_localdb ls_sfull\nauthentication = on\n"
              "[userinfo]\n[[alice]]\naor = sip:alice@example.com\npassword = secret\n")
 
 
 def torture(name: str) -> Request:
-    path = CORPUS / f"{name}.dat"
-    if not path.exists():
-        pytest.skip(f"{path} is not available")
-    request = parse(path.read_bytes())
+    request = parse((CORPUS / f"{name}.dat").read_bytes())
     assert isinstance(request, Request)
     return request
 

@@ -178,8 +178,8 @@ def test_drain_does_not_wait_for_timers_when_no_transaction_is_pending(harness) 
     h.processor.start()
     started = time.monotonic()
     h.processor.stop(drain_time=60.0)
-    assert h.processor.join(TIMEOUT)
-    assert time.monotonic() - started < TIMEOUT
+    assert h.processor.join(20.0)
+    assert time.monotonic() - started < 20.0  # drain_time is 60 s
 
 
 def test_drain_waits_for_pending_transactions_to_finish(harness) -> None:
@@ -202,7 +202,7 @@ def test_drain_gives_up_after_drain_time(harness) -> None:
     started = time.monotonic()
     h.processor.stop(drain_time=0.3)
     assert h.processor.join(TIMEOUT)
-    assert 0.3 <= time.monotonic() - started < 3.0
+    assert 0.3 <= time.monotonic() - started < TIMEOUT
 
 
 def test_heartbeat_is_fed_while_idle_and_on_exit_runs_on_the_thread(harness) -> None:

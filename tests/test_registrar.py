@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
+from conftest import corpus
 
 from psp.errors import SipError
 from psp.location import LocationStore
@@ -14,7 +14,7 @@ from psp.parser import parse
 from psp.registrar import Registrar, aor_of
 from psp.uri import parse_uri
 
-CORPUS = Path("/work/shared/corpus/rfc4475")
+CORPUS = corpus("rfc4475")
 AOR = "sip:alice@example.com"
 
 
