@@ -22,6 +22,7 @@ comparison of 16.3 item 4, which NAT and multi-homing make unreliable.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import TYPE_CHECKING
 
@@ -62,9 +63,13 @@ def loop_key(request: Request, incoming: Via | None, secret: bytes) -> str:
         incoming_part(incoming),
     )
     data = "\x00".join(fields).encode("utf-8", "surrogateescape")
-    # blake2s takes a key of at most 32 bytes: any secret is first reduced to that.
-    key = hashlib.blake2s(secret).digest()
-    return hashlib.blake2s(data, key=key, digest_size=_KEY_LENGTH // 2).hexdigest()
+    return hashlib.blake2s(data, key=_hash_key(secret), digest_size=_KEY_LENGTH // 2).hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _hash_key(secret: bytes) -> bytes:
+    """blake2s takes a key of at most 32 bytes: any secret is first reduced to that (once)."""
+    return hashlib.blake2s(secret).digest()
 
 
 def make_branch(key: str, index: int) -> str:

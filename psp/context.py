@@ -254,10 +254,17 @@ class ProxyContext:
         self._settle(now)
 
     def server_gone(self, now: float) -> None:
-        """The server transaction ended (a transport error upstream): stop every branch."""
+        """The server transaction ended (its timers, or a transport error upstream): stop
+        every branch, then let go of them.
+
+        Nothing reads the list once the final response is sent, and each branch still points
+        here: a cycle that only the garbage collector's full scans would free
+        (docs/performance.md).  Branches still waiting keep this context alive themselves.
+        """
         if not self.final_sent:
             self.final_sent = self.closed = True
             self._cancel_pending(now)
+        self.branches = []
 
     def _cancel_pending(self, now: float) -> None:
         if not self.invite:  # 9.1: a non-INVITE request is never cancelled

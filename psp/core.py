@@ -410,6 +410,9 @@ class Core:
     def _terminated(self, tx: Transaction, effect: Terminated, now: float) -> None:
         if not tx.is_client:
             self.tu.on_server_terminated(tx, now)
+        # The TU's record usually points back at the transaction: a cycle that only the
+        # garbage collector's full scans would free (docs/performance.md).  Let go of it.
+        tx.context = None
 
 
 def _peer_key(peer: Peer) -> tuple[str, str, int]:

@@ -164,6 +164,14 @@ class Via:
         self._snap = (self.transport, self.host, self.port, self.protocol)
         self._psnap = dict(self.params)
 
+    def copy(self) -> Via:
+        """An independent Via that still prints as written (the snapshots are never mutated)."""
+        via = Via.__new__(Via)
+        via.transport, via.host, via.port, via.protocol = self.transport, self.host, self.port, self.protocol
+        via.params = dict(self.params)
+        via._raw, via._snap, via._psnap = self._raw, self._snap, self._psnap
+        return via
+
     @property
     def sent_by(self) -> tuple[str, int | None]:
         return self.host, self.port
@@ -291,6 +299,17 @@ class NameAddr:
         self._raw = text
         self._snap = self.display
         self._psnap = dict(self.params)
+
+    def copy(self) -> NameAddr:
+        """An independent copy; an unchanged one still prints as written."""
+        addr = NameAddr.__new__(NameAddr)
+        addr.display, addr.params = self.display, dict(self.params)
+        uri = self._uri
+        addr._uri = None if uri is None else uri.copy()
+        # the URI as parsed stays "as parsed" in the copy; a replaced one stays replaced
+        addr._uorig = addr._uri if uri is not None and uri is self._uorig else self._uorig
+        addr._utext, addr._raw, addr._snap, addr._psnap = self._utext, self._raw, self._snap, self._psnap
+        return addr
 
     @property
     def tag(self) -> str | None:

@@ -108,6 +108,13 @@ def _changed(value: object, count: int) -> bool:
     return isinstance(value, NameAddr) and value.modified()
 
 
+def _clone(value: object) -> object:
+    """A copy of an editable typed value: a Via, address or a list of them (or '*')."""
+    if isinstance(value, list):
+        return [item.copy() for item in value]
+    return value.copy() if isinstance(value, NameAddr) else value
+
+
 _MISSING = object()
 _CRLF = "\r\n"
 
@@ -381,10 +388,16 @@ class Message:
         return fixed
 
     def copy(self):  # noqa: ANN201 - returns the same subclass
-        """An independent copy (RFC 3261 16.6 step 1); typed values are re-parsed lazily."""
+        """An independent copy (RFC 3261 16.6 step 1).
+
+        Typed values already parsed come along instead of being parsed again (a proxy
+        copies each request two or three times): the editable ones as copies, the others
+        (Call-ID, CSeq, Max-Forwards, ...) shared, as nothing edits them in place.
+        """
         self._sync_all()
         clone = object.__new__(type(self))
-        clone._h, clone._k, clone._c, clone._n, clone.body = self._h[:], self._k[:], {}, {}, self.body
+        cache = {key: _clone(value) if key in _EDITABLE else value for key, value in self._c.items()}
+        clone._h, clone._k, clone._c, clone._n, clone.body = self._h[:], self._k[:], cache, {}, self.body
         self._copy_start(clone)
         return clone
 
@@ -454,17 +467,23 @@ def parsed_message(start: tuple[str, URI | AbsoluteURI] | tuple[int, str], lines
 
 
 _COPIED = frozenset(("via", "from", "to", "call-id", "cseq"))
+# RFC 3261 8.2.6.1: a 100 (Trying) copies the request's Timestamp, so that the client can
+# measure the round trip.  The delay it lets us add is optional and left out: how long the
+# request waited in our queues is not known here.
+_COPIED_IN_100 = _COPIED | {"timestamp"}
 
 
 def make_response(request: Request, status: int, reason: str | None = None, *,
                   to_tag: str | None = None, headers: Iterable[tuple[str, str]] = ()) -> Response:
     """A response to ``request`` per RFC 3261 8.2.6.2 / 16.7: Via (all), From, To, Call-ID
-    and CSeq copied as received; a To-tag added above 100 when the To has none."""
+    and CSeq copied as received (and Timestamp in a 100, 8.2.6.1); a To-tag added above 100
+    when the To has none."""
     request._sync_all()
     response = Response(status, reason, body=b"")
     tag = None if status == 100 or request.to.tag is not None else to_tag or secrets.token_hex(8)
+    copied = _COPIED_IN_100 if status == 100 else _COPIED
     for key, line in zip(request._k, request._h):
-        if key in _COPIED:
+        if key in copied:
             response._k.append(key)
             response._h.append(f"{line};tag={tag}" if key == "to" and tag else line)
     response._k.append("content-length")

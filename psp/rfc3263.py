@@ -24,6 +24,7 @@ hop of a sips request; docs/dns.md records this deviation.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 from collections.abc import Callable, Generator, Iterable, Sequence
@@ -105,8 +106,13 @@ class _Failure(Exception):
     """Ends a resolution early: the DNS itself failed."""
 
 
+@functools.lru_cache(maxsize=4096)
 def ip_literal(host: str) -> str | None:
-    """``host`` as a normalised IP address when it is one (brackets allowed), else None."""
+    """``host`` as a normalised IP address when it is one (brackets allowed), else None.
+
+    Cached: the proxy asks about the same few hosts (ours, its peers') several times per
+    message, and ``ipaddress`` parses in Python, failing by exception for a name.
+    """
     try:
         return str(ipaddress.ip_address(host.strip("[]")))
     except ValueError:

@@ -9,7 +9,11 @@ transports, and the wait timers D, I, J and K are zero on reliable ones.
 :class:`TimerHeap` is the one place deadlines live (the sfp thread waits on its inbound
 FIFO until :meth:`TimerHeap.next_deadline`).  ``now`` always comes in as an argument.
 Cancellation is lazy: a cancelled entry stays in the heap and is dropped when it reaches
-the top, so cancel is O(1) and a late or cancelled timer is a harmless no-op.
+the top, so cancel is O(1) and a late or cancelled timer is a harmless no-op.  A cancelled
+entry lets go of its payload at once: a proxy's cancelled Timer C would otherwise keep its
+whole call alive for over three minutes after the call ended, and the garbage collector
+scanning those calls was the largest cost of a proxy under load (bench/flow.py,
+docs/performance.md).  The heap is compacted when cancelled entries outnumber live ones.
 """
 
 from __future__ import annotations
@@ -21,9 +25,20 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+_HEAP_SLACK = 1024  # cancelled entries tolerated beyond the live ones before a compaction
 
 
-class Timer(enum.Enum):
+class IdEnum(enum.Enum):
+    """An Enum hashed by identity, as its members are singletons compared by identity.
+
+    The transaction tables, timer handles and counters hash these members on every event;
+    ``Enum.__hash__`` is a Python function call, this is the C one (bench/flow.py).
+    """
+
+    __hash__ = object.__hash__
+
+
+class Timer(IdEnum):
     """The RFC 3261 / RFC 6026 timers, by their letter."""
 
     A = "A"  # ICT request retransmission
@@ -118,7 +133,15 @@ class TimerHeap(Generic[T]):
         """Forget ``handle``; cancelling twice, None, or an already fired handle is a no-op."""
         if handle is not None and not handle.cancelled:
             handle.cancelled = True
+            handle.payload = None  # type: ignore[assignment]  # never read again: let it go now
             self.active -= 1
+            if len(self._heap) > 2 * self.active + _HEAP_SLACK:
+                self._compact()
+
+    def _compact(self) -> None:
+        """Drop the cancelled entries (amortised O(1) per cancel: the heap at least halves)."""
+        self._heap = [entry for entry in self._heap if not entry[2].cancelled]
+        heapq.heapify(self._heap)
 
     def next_deadline(self) -> float | None:
         """The earliest live deadline, or None when nothing is scheduled."""
@@ -138,4 +161,5 @@ class TimerHeap(Generic[T]):
                 handle.cancelled = True
                 self.active -= 1
                 due.append(handle.payload)
+                handle.payload = None  # type: ignore[assignment]
         return due

@@ -23,13 +23,12 @@ Rules of this file (in the spirit of h11's ``_state.py``):
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from psp.message import Request
-from psp.timers import Timer, TimerSettings
+from psp.timers import IdEnum, Timer, TimerSettings
 
 if TYPE_CHECKING:
     from psp.events import Peer
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
 RELIABLE_TRANSPORTS = frozenset({"tcp", "tls", "sctp"})
 
 
-class Kind(enum.Enum):
+class Kind(IdEnum):
     """The four transaction kinds of RFC 3261 17.1.1, 17.1.2, 17.2.1 and 17.2.2."""
 
     ICT = "ICT"
@@ -50,7 +49,7 @@ class Kind(enum.Enum):
 CLIENT_KINDS = frozenset({Kind.ICT, Kind.NICT})
 
 
-class State(enum.Enum):
+class State(IdEnum):
     """States as named in RFC 3261 figures 5-8 and RFC 6026; INITIAL is the figures' entry arrow."""
 
     INITIAL = "Initial"
@@ -63,7 +62,7 @@ class State(enum.Enum):
     TERMINATED = "Terminated"
 
 
-class Event(enum.Enum):
+class Event(IdEnum):
     """What can happen to a transaction; a timer event's value is its :class:`Timer`."""
 
     SEND_REQUEST = "send request"  # the TU starts a client transaction

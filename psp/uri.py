@@ -224,11 +224,11 @@ class URI:
     def copy(self, **changes: object) -> URI:
         """A new URI with the given components replaced (params dict copied); what is not
         changed still prints as written."""
-        uri = URI.__new__(URI)
-        for slot in URI.__slots__:
-            setattr(uri, slot, getattr(self, slot))
-        if uri._params is not None:
-            uri._params = dict(uri._params)
+        uri = URI.__new__(URI)  # slot by slot, spelled out: a proxy copies URIs on every request
+        uri.scheme, uri.user, uri.password = self.scheme, self.user, self.password
+        uri.host, uri.port, uri.headers = self.host, self.port, self.headers
+        uri._ptext, uri._psnap, uri._raw, uri._snap = self._ptext, self._psnap, self._raw, self._snap
+        uri._params = None if self._params is None else dict(self._params)
         for name, value in changes.items():
             setattr(uri, name, value)
         return uri

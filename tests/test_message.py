@@ -128,6 +128,22 @@ def test_copy_is_independent(invite: Request) -> None:
     assert parse(clone.to_bytes()).uri.params == {"x": "1"}
 
 
+def test_a_copy_takes_the_parsed_values_along_without_sharing_the_editable_ones(invite: Request) -> None:
+    routes, vias, to = invite.routes, invite.vias, invite.to  # parsed before the copy
+    clone = invite.copy()
+    assert clone.cseq is invite.cseq and clone.call_id == invite.call_id  # never edited: shared
+    assert clone.vias is not vias and clone.routes is not routes and clone.to is not to
+    assert clone.to_bytes() == INVITE  # the copies still print as written
+    clone.vias[1].params["received"] = "192.0.2.9"
+    clone.routes[0].uri.params["x"] = "1"
+    clone.routes.pop()
+    clone.to.params["tag"] = "t2"
+    assert invite.to_bytes() == INVITE and to.tag is None and len(routes) == 2
+    again = parse(clone.to_bytes())
+    assert again.vias[1].received == "192.0.2.9" and again.to.tag == "t2"
+    assert [str(route) for route in again.routes] == ["<sip:p1.example.com;lr;x=1>"]
+
+
 def test_make_response_copies_and_tags(invite: Request) -> None:
     response = make_response(invite, 486, to_tag="t1", headers=[("Retry-After", "30")])
     assert (response.status, response.reason) == (486, "Busy Here")
@@ -149,6 +165,16 @@ def test_make_response_keeps_existing_tag_and_received() -> None:
     response = make_response(request, 200, "Fine", to_tag="new")
     assert response.to.tag == "old" and response.reason == "Fine"
     assert response.top_via.received == "192.0.2.1"
+
+
+def test_a_100_copies_the_timestamp_and_other_responses_do_not() -> None:
+    # RFC 3261 8.2.6.1: the Timestamp lets the client measure the round trip to us.
+    request = parse(INVITE.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nTimestamp: 54.7 0.3\r\n"))
+    trying = parse(make_response(request, 100).to_bytes())
+    assert trying.header_values("Timestamp") == ["54.7 0.3"]
+    assert [via.branch for via in trying.vias] == [via.branch for via in request.vias]
+    for status in (180, 200, 486):
+        assert not parse(make_response(request, status).to_bytes()).has("Timestamp")
 
 
 def test_reasons_and_built_messages() -> None:

@@ -97,3 +97,16 @@ def test_cancelling_a_fired_handle_is_a_no_op():
     heap.cancel(later)
     assert len(heap) == 0
     assert heap.pop_due(100.0) == []
+
+
+def test_a_cancelled_entry_lets_go_of_its_payload_and_the_heap_stays_bounded():
+    heap: TimerHeap[object] = TimerHeap()
+    payload = object()
+    handle = heap.schedule(180.0, payload)
+    heap.cancel(handle)
+    assert handle.payload is None  # a cancelled Timer C must not keep its call alive for minutes
+    for n in range(5000):
+        heap.cancel(heap.schedule(float(n), n))
+    live = heap.schedule(1.0, "live")
+    assert len(heap._heap) <= 2 * len(heap) + 1024 + 1
+    assert heap.pop_due(10_000.0) == ["live"] and live.payload is None
