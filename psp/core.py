@@ -157,12 +157,14 @@ class TU:
 class Core:
     """Transactions, timers and TU dispatch for the sfp thread (see the module docstring)."""
 
-    def __init__(self, settings: TimerSettings | Any, tu: TU) -> None:
+    def __init__(self, settings: TimerSettings | Any, tu: TU, *, cancel_ignores_to_tag: bool = False) -> None:
         if not isinstance(settings, TimerSettings):
             # the server passes the whole configuration; only its timer values matter here
             settings = TimerSettings(settings.t1, settings.t2, settings.t4, settings.timer_c)
         self.settings = settings
         self.tu = tu
+        # disable_check_for_osip_to_tag_in_cancel: see _invite_for
+        self.cancel_ignores_to_tag = cancel_ignores_to_tag
         self.outbox: list[Outgoing | ResolveJob] = []
         self.stats = Stats()
         self._heap: TimerHeap[TimerCallback] = TimerHeap()
@@ -309,6 +311,10 @@ class Core:
 
     def _invite_for(self, cancel: Request) -> Transaction | None:
         tx = self._servers.get(server_key(cancel, method="INVITE"))
+        if tx is None and self.cancel_ignores_to_tag and not has_cookie(cancel):
+            # RFC 2543 matching compares To tags; some old UAs (the original names the
+            # Cisco ATA 2.15) tag the CANCEL of an INVITE that had none.
+            tx = self._servers.get(server_key(cancel, method="INVITE", tagless=True))
         return tx if tx is not None and tx.kind is Kind.IST else None
 
     def _track(self, tx: Transaction, table: dict[Key, Transaction], key: Key) -> None:

@@ -40,13 +40,16 @@ def client_key(request: Request) -> Key:
     return (via.branch, request.cseq.method)
 
 
-def server_key(request: Request, method: str | None = None, to_tag: str | None = None) -> Key:
+def server_key(request: Request, method: str | None = None, to_tag: str | None = None,
+               *, tagless: bool = False) -> Key:
     """The server-transaction key of ``request`` (17.2.3).
 
     ``method`` replaces the request's own (ACK is always looked up as INVITE; a CANCEL
     looks up its INVITE with ``method='INVITE'``); ``to_tag`` replaces the request's To tag
     in the RFC 2543 key (the IST files itself under the tag of its final response, which
-    is what the ACK carries).
+    is what the ACK carries); ``tagless`` builds that key as if the To had no tag (the
+    original's ``disable_check_for_osip_to_tag_in_cancel``, for UAs that put a To tag in
+    the CANCEL of an INVITE that had none).
     """
     via = request.top_via
     if via is None:
@@ -58,7 +61,7 @@ def server_key(request: Request, method: str | None = None, to_tag: str | None =
     if branch and branch.startswith(COOKIE):
         host, port = via.sent_by
         return (branch, host.lower(), port, method)
-    if to_tag is None:
+    if to_tag is None and not tagless:
         to_tag = request.to.tag
     return (
         str(request.uri), to_tag, request.from_.tag, request.call_id,

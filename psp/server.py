@@ -122,7 +122,8 @@ def build_core(settings: Settings) -> Wiring:
         raise
     blocklist = Blocklist(settings.resolver.blocklist_time)
     proxy = Proxy.from_settings(settings, chain, services, blocklist)
-    core = Core(TimerSettings(settings.t1, settings.t2, settings.t4, settings.timer_c), proxy)
+    core = Core(TimerSettings(settings.t1, settings.t2, settings.t4, settings.timer_c), proxy,
+                cancel_ignores_to_tag=settings.disable_check_for_osip_to_tag_in_cancel)
 
     def stats() -> dict[str, Any]:
         return {**snapshot(core.stats), **proxy.stats, **snapshot(vars(services.stats)),

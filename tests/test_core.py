@@ -169,6 +169,16 @@ def test_cancel_gets_its_own_transaction_related_to_the_invite():
     assert tu.calls[2][0] == "cancel" and tu.calls[2][2] is None
 
 
+@pytest.mark.parametrize(("ignore_to_tag", "related"), [(False, False), (True, True)])
+def test_rfc2543_cancel_with_a_to_tag_matches_only_when_the_check_is_disabled(ignore_to_tag, related):
+    tu = Recorder()
+    net = Net(Core(TimerSettings(), tu, cancel_ignores_to_tag=ignore_to_tag))
+    net.deliver(request(branch=None), UAC)
+    net.deliver(request("CANCEL", branch=None, to_tag="ata-tag"), UAC)
+    assert tu.calls[1][0] == "cancel"
+    assert (tu.calls[1][2] is tu.calls[0][1]) is related
+
+
 def test_tu_timers_and_resolution_jobs():
     net, tu = make()
     fired = []
