@@ -115,7 +115,7 @@ def build_core(settings: Settings) -> Wiring:
             if user.contact:
                 registrar.add_static(store, user.aor, user.contact)
         services = Services(store, registrar, _authenticator(settings, secret), settings.users,
-                            frozenset(settings.servername), settings, secret.encode())
+                            settings, secret.encode())
         chain = Chain.from_settings(settings, services)
     except BaseException:  # a refusal (StoreError, PluginError) leaves no file open behind it
         journal.close()

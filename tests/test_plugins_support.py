@@ -46,7 +46,7 @@ def make_services(conf: str = "plugins = syntax", store: LocationStore | None = 
                                       algorithms=auth.algorithms, force_407=auth.force_use_of_407 == "on")
     return Services(store=store if store is not None else LocationStore(),
                     registrar=Registrar(settings.servername), authenticator=authenticator,
-                    users=settings.users, local_domains=frozenset(settings.servername),
+                    users=settings.users,
                     settings=settings, secret=SECRET)
 
 
@@ -54,7 +54,7 @@ DEFAULT_SERVICES = make_services()
 
 
 def is_local(services: Services) -> Any:
-    return lambda uri: isinstance(uri, URI) and uri.host.lower() in services.local_domains
+    return lambda uri: isinstance(uri, URI) and services.registrar.is_local(uri.host)
 
 
 def context(request: Request | None = None, services: Services | None = None, routed: bool = False,

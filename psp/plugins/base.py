@@ -199,7 +199,6 @@ class Services:
     registrar: Registrar
     authenticator: Authenticator | None
     users: tuple[User, ...]
-    local_domains: frozenset[str]
     settings: Settings
     secret: bytes
     stats: ServiceStats = field(default_factory=ServiceStats)
