@@ -42,9 +42,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: bench/ must not come first on sys.path, or
-    # bench/profile.py would shadow the standard library's profile module that cProfile imports
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+if __package__ in (None, ""):  # run as a file: import psp from this checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import cProfile  # noqa: E402 - after the sys.path fix above
 import pstats  # noqa: E402

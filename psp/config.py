@@ -501,11 +501,12 @@ def _build_user(name: str, values: Mapping[str, Any], complain: Callable[[str, s
 
 def _build_users(userinfo: Any, report: _Report) -> tuple[User, ...]:
     users: list[User] = []
+    by_login: dict[str, User] = {}  # a dict, not a scan: deployments list 100,000 users
     for name in userinfo.sections:
         user = _build_user(name, userinfo[name], report.complainer(("userinfo", name)))
-        for other in users:
-            if other.login.lower() == user.login.lower():
-                report.add(("userinfo", name), "login", f"{user.login!r} is also the login of [{other.name}]")
+        other = by_login.setdefault(user.login.lower(), user)
+        if other is not user:
+            report.add(("userinfo", name), "login", f"{user.login!r} is also the login of [{other.name}]")
         users.append(user)
     return tuple(users)
 
