@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import itertools
 import secrets
 import signal
@@ -317,3 +318,38 @@ def test_metrics_count_registrations_auth_failures_completed_transactions_and_st
     }
     values = server.metrics()
     assert {name: values.get(name) for name in expected} == expected
+
+
+def test_the_shipped_config_starts_serves_and_stops_on_sigterm_with_exit_zero(tmp_path, udp) -> None:
+    """Issue 2's "partysip -f etc/partysip.conf starts and stops on SIGTERM with exit 0".
+
+    The shipped file as it is, but for what a test machine cannot give it: port 5060 and
+    /var/lib/partysip (both need root and may be taken).
+    """
+    port = free_port()
+    text = (ROOT / "etc" / "partysip.conf").read_text()
+    for key, value in (("serverport_udp", port), ("serverport_tcp", port),
+                       ("recovery_file", tmp_path / "location.sqlite")):
+        text, count = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.M)
+        assert count == 1, key
+    config = tmp_path / "partysip.conf"
+    config.write_text(text)
+    proc = subprocess.Popen([sys.executable, "-m", "psp", "-f", str(config)], cwd=tmp_path,
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20.0
+        udp.settimeout(0.5)
+        answer = None
+        while answer is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                answer = udp_exchange(udp, port, options(port, "z9hG4bK-shipped"))
+            except TimeoutError:
+                continue
+        assert answer is not None and answer.status == 200, proc.poll()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20.0) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
