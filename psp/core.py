@@ -31,6 +31,11 @@ without answering), ``send_stateless``, ``call_at`` /
 ``cancel_timer`` (Timer C and other TU timers), ``resolve`` (RFC 3263, answered by a
 callback) and reads ``stats``.  :func:`response_peer` is RFC 3261 18.2.2 + RFC 3581.
 
+A transaction that has sent or received its final response keeps bytes, keys and a
+status for the 32 s its last state may last, not the parsed messages
+(:meth:`~psp.transaction.Transaction.release`; docs/transactions.md, "A settled
+transaction keeps bytes, not messages").
+
 A :class:`~psp.errors.SipError` raised by the TU while handling a request becomes the
 response to that request's server transaction here, at exactly one place
 (:meth:`Core._answer_error`); any other exception propagates to the processor.  Every
@@ -41,9 +46,9 @@ response generated here or by the TU (rather than relayed) is built by
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Callable, ItemsView, Iterable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from psp.errors import SipError
@@ -51,7 +56,7 @@ from psp.events import Outgoing, Peer, ResolveJob, Resolved, TransportFailed
 from psp.headers import Via
 from psp.matching import Key, client_key, has_cookie, response_key, server_key
 from psp.message import Message, Request, Response, make_response
-from psp.timers import TimerHandle, TimerHeap, TimerSettings
+from psp.timers import Timer, TimerHandle, TimerHeap, TimerSettings
 from psp.transaction import (
     WAITING, Effect, Event, Kind, PassToTU, Send, StartTimer, State, StopTimer, Terminated,
     TimedOut, Transaction, TransportError, recv_event, send_event, status_label,
@@ -59,7 +64,12 @@ from psp.transaction import (
 
 ResolveCallback = Callable[[Resolved, float], None]
 TimerCallback = Callable[[float], None]
+# What the core's timer heap holds: a TU's callback, or the transaction whose _TxTimer is due
+TimerPayload = TimerCallback | Transaction
 DEFAULT_PORT = 5060
+# Bytes per entry beyond which a transaction table is copied to its right size (a dict
+# holds 40 to 110 bytes per entry when it is full; four times that after shrinking).
+_SPARSE = 400
 
 
 def response_peer(via: Via, source: Peer | None) -> Peer:
@@ -80,7 +90,12 @@ def response_peer(via: Via, source: Peer | None) -> Peer:
     if maddr:
         return Peer(transport, maddr, via.port or DEFAULT_PORT)
     host = via.received or via.host
-    return Peer(transport, host, via.rport or via.port or DEFAULT_PORT)
+    port = via.rport or via.port or DEFAULT_PORT
+    if source is not None and source.port == port and source.host == host:
+        # the common case (received and rport name the source): the transaction keeps the
+        # source's Peer rather than an equal one of its own, for its 32 s in Completed
+        return source
+    return Peer(transport, host, port)
 
 
 def message_label(message: Message) -> str:
@@ -167,10 +182,12 @@ class Core:
         self.cancel_ignores_to_tag = cancel_ignores_to_tag
         self.outbox: list[Outgoing | ResolveJob] = []
         self.stats = Stats()
-        self._heap: TimerHeap[TimerCallback] = TimerHeap()
+        self._heap: TimerHeap[TimerPayload] = TimerHeap()
         self._clients: dict[Key, Transaction] = {}
         self._servers: dict[Key, Transaction] = {}
         self._by_peer: dict[tuple[str, str, int], set[Transaction]] = {}
+        # the Peer the transactions of one _by_peer entry share (see _track)
+        self._peers: dict[tuple[str, str, int], Peer] = {}
         self._jobs: dict[int, ResolveCallback] = {}
         self._waiting = 0  # transactions in a WAITING state, kept up to date by _track and _run
         self._job_ids = itertools.count(1)
@@ -209,8 +226,11 @@ class Core:
     def on_timers(self, now: float) -> None:
         """Fire every timer due at ``now`` (including ones a callback schedules for ``now``)."""
         while due := self._heap.pop_due(now):
-            for callback in due:
-                callback(now)
+            for payload in due:
+                if type(payload) is Transaction:
+                    self._fire(payload, now)
+                else:
+                    payload(now)  # type: ignore[operator]
 
     def next_deadline(self) -> float | None:
         return self._heap.next_deadline()
@@ -245,13 +265,14 @@ class Core:
             completed = self.stats.completed
             label = status_label(response.status)
             completed[label] = completed.get(label, 0) + 1
+        request = server_tx.request  # None once released: never for an RFC 2543 IST (_keeps_request)
         if (server_tx.kind is Kind.IST and server_tx.state in (State.COMPLETED, State.ACCEPTED)
-                and not has_cookie(server_tx.request)):
+                and request is not None and not has_cookie(request)):
             # RFC 2543 peers: their ACK carries the To tag of the final response (17.2.3)
-            key = server_key(server_tx.request, to_tag=response.to.tag)
-            if key not in server_tx.keys:
+            key = server_key(request, to_tag=response.to.tag)
+            if key != server_tx.key and key not in server_tx.aliases:
                 self._servers[key] = server_tx
-                server_tx.keys.append(key)
+                server_tx.aliases += (key,)
 
     def abandon(self, server_tx: Transaction, now: float) -> None:
         """End ``server_tx`` without sending anything (a request the TU drops unanswered).
@@ -267,11 +288,11 @@ class Core:
         """Send ``message`` to ``peer`` once, outside any transaction (ACK for 2xx, stray responses)."""
         self._emit(message.to_bytes(), peer, message_label(message), now)
 
-    def call_at(self, deadline: float, callback: TimerCallback) -> TimerHandle[TimerCallback]:
+    def call_at(self, deadline: float, callback: TimerCallback) -> TimerHandle[TimerPayload]:
         """Run ``callback(now)`` at ``deadline``; keep the handle to :meth:`cancel_timer` it."""
         return self._heap.schedule(deadline, callback)
 
-    def cancel_timer(self, handle: TimerHandle[TimerCallback] | None) -> None:
+    def cancel_timer(self, handle: TimerHandle[TimerPayload] | None) -> None:
         self._heap.cancel(handle)
 
     def resolve(self, host: str, port: int | None, transport: str | None,
@@ -319,8 +340,19 @@ class Core:
 
     def _track(self, tx: Transaction, table: dict[Key, Transaction], key: Key) -> None:
         table[key] = tx
-        tx.keys.append(key)
-        self._by_peer.setdefault(_peer_key(tx.peer), set()).add(tx)
+        tx.key = key
+        peer_key = _peer_key(tx.peer)
+        peers = self._by_peer.get(peer_key)
+        if peers is None:
+            self._by_peer[peer_key] = {tx}
+            self._peers[peer_key] = tx.peer
+        else:
+            peers.add(tx)
+            # UAs behind one address (a NAT, an edge proxy) share one Peer, with its host
+            # string, rather than keep 150 equal bytes each for the 32 s of Timer J
+            shared = self._peers[peer_key]
+            if shared.conn == tx.peer.conn:
+                tx.peer = shared
         self.stats.transactions[tx.kind.value] += 1
         self._waiting += 1  # a new transaction is Initial
 
@@ -333,7 +365,11 @@ class Core:
         if effects is None:
             self.stats.noop_events += 1
             return
-        self._waiting += (tx.state in WAITING) - was_waiting
+        # settled: the final response went out or came in, or the transaction ended without
+        settled = was_waiting and tx.state not in WAITING
+        if settled:
+            self._waiting -= 1
+        keep = settled and self._keeps_request(tx)  # asked before _terminated empties its context
         internal, tell = self._internal, self._tell
         for effect in effects:
             action = internal.get(type(effect))
@@ -343,6 +379,22 @@ class Core:
             action = tell.get(type(effect))
             if action is not None:
                 action(tx, effect, now)
+        if settled:  # after the TU was told: it may read the request while it hears of the final
+            tx.release(keep)
+
+    def _keeps_request(self, tx: Transaction) -> bool:
+        """Whether ``tx``, which just settled, keeps its request (Transaction.release).
+
+        A client never does.  A server transaction does when the TU's context may still
+        build responses to it (the proxy's stand-ins for branches that end after the final
+        response went out: psp/context.py, which holds copies of the request anyway), or
+        when it is an RFC 2543 IST: it files itself under one more key for each final it
+        sends (respond).  A REGISTER answered at once is neither.
+        """
+        if tx.is_client:
+            return False
+        return tx.context is not None or (
+            tx.kind is Kind.IST and tx.request is not None and not has_cookie(tx.request))
 
     def _emit(self, data: bytes, peer: Peer, label: str, now: float) -> None:
         self.outbox.append(Outgoing(data, peer, now))
@@ -355,31 +407,57 @@ class Core:
             self.stats.retransmissions += 1
 
     def _start_timer(self, tx: Transaction, effect: StartTimer, now: float) -> None:
-        self._heap.cancel(tx.handles.get(effect.timer))
-        callback = partial(self._fire, tx, effect.timer)
-        tx.handles[effect.timer] = self._heap.schedule(now + effect.delay, callback)
+        self._cancel(tx, effect.timer)
+        # a transaction timer's delay is one of a few fixed values: its lane (psp/timers.py)
+        handle = self._heap.add(_TxTimer(now + effect.delay, tx, effect.timer), lane=effect.delay)
+        _set_handles(tx, (*_handles(tx), handle))
 
     def _stop_timer(self, tx: Transaction, effect: StopTimer, now: float) -> None:
-        self._heap.cancel(tx.handles.pop(effect.timer, None))
+        self._cancel(tx, effect.timer)
 
-    def _fire(self, tx: Transaction, timer: Any, now: float) -> None:
-        tx.handles.pop(timer, None)
-        self._run(tx, Event(timer), None, now)
+    def _cancel(self, tx: Transaction, timer: Timer) -> None:
+        handles = _handles(tx)
+        for handle in handles:
+            # a fired handle not yet run (several due in one batch) is no longer live
+            if handle.timer is timer and not handle.cancelled:
+                self._heap.cancel(handle)
+                _set_handles(tx, tuple(other for other in handles if other is not handle))
+                return
+
+    def _fire(self, tx: Transaction, now: float) -> None:
+        """One of ``tx``'s timers is due: the earliest of its fired handles (a fired handle
+        counts as cancelled, and a cancelled one leaves ``tx.handles`` at once)."""
+        handles = _handles(tx)
+        fired = [handle for handle in handles if handle.cancelled]
+        if not fired:  # it ended earlier in this batch: a late timer, a counted no-op
+            self.stats.noop_events += 1
+            return
+        handle = min(fired, key=lambda fired_handle: fired_handle.deadline)
+        _set_handles(tx, tuple(other for other in handles if other is not handle))
+        self._run(tx, Event(handle.timer), None, now)
 
     def _forget(self, tx: Transaction, effect: Effect, now: float) -> None:
-        for handle in tx.handles.values():
+        for handle in _handles(tx):
             self._heap.cancel(handle)
-        tx.handles.clear()
+        tx.handles = None
         table = self._clients if tx.is_client else self._servers
-        for key in tx.keys:
+        for key in (tx.key, *tx.aliases):
             if table.get(key) is tx:
                 del table[key]
+        if sys.getsizeof(table) > _SPARSE * (len(table) + 64):
+            # a dict keeps the size of its peak (48,000 REGISTERs in Completed: 5 MB); a copy
+            # has the size of what it holds.  Amortised O(1): only after most entries went.
+            if tx.is_client:
+                self._clients = dict(table)
+            else:
+                self._servers = dict(table)
         peer_key = _peer_key(tx.peer)
         peers = self._by_peer.get(peer_key)
         if peers is not None:
             peers.discard(tx)
             if not peers:
                 del self._by_peer[peer_key]
+                del self._peers[peer_key]
         self.stats.transactions[tx.kind.value] -= 1
 
     # ------------------------------------------------------------------ telling the TU
@@ -391,16 +469,21 @@ class Core:
         elif message.method == "ACK":  # type: ignore[attr-defined]
             self.tu.on_ack(message, self._source or tx.peer, now)  # type: ignore[arg-type]
         elif message.method == "CANCEL":  # type: ignore[attr-defined]
-            self._answer_error(tx, now, self.tu.on_cancel, tx, self._invite_for(tx.request), now)
+            self._answer_error(tx, message, now, self.tu.on_cancel, tx, self._invite_for(message), now)
         else:
-            self._answer_error(tx, now, self.tu.on_request, tx, message, now)
+            self._answer_error(tx, message, now, self.tu.on_request, tx, message, now)
 
-    def _answer_error(self, tx: Transaction, now: float, call: Callable[..., None], *args: Any) -> None:
-        """The one place where a SipError from the TU becomes the response to its request."""
+    def _answer_error(self, tx: Transaction, request: Request, now: float, call: Callable[..., None],
+                      *args: Any) -> None:
+        """The one place where a SipError from the TU becomes the response to its request.
+
+        ``request`` is passed, not read from ``tx``: a TU that answered before raising has
+        released it, and the response is then a counted no-op.
+        """
         try:
             call(*args)
         except SipError as error:
-            response = self.tu.local_response(tx.request, error.status, error.reason, error.headers)
+            response = self.tu.local_response(request, error.status, error.reason, error.headers)
             self.respond(tx, response, now)
 
     def _timed_out(self, tx: Transaction, effect: TimedOut, now: float) -> None:
@@ -419,6 +502,32 @@ class Core:
         # The TU's record usually points back at the transaction: a cycle that only the
         # garbage collector's full scans would free (docs/performance.md).  Let go of it.
         tx.context = None
+
+
+class _TxTimer(TimerHandle[TimerPayload]):
+    """A transaction's timer: its payload is the transaction, and it names the timer.
+
+    One object where a handle and a (transaction, timer) payload took two: 64 bytes instead
+    of 112, for each of the tens of thousands of transactions waiting on Timer J.
+    """
+
+    __slots__ = ("timer",)
+
+    def __init__(self, deadline: float, tx: Transaction, timer: Timer) -> None:
+        super().__init__(deadline, tx)
+        self.timer = timer
+
+
+def _handles(tx: Transaction) -> tuple[_TxTimer, ...]:
+    handles = tx.handles
+    if handles is None:
+        return ()
+    return handles if type(handles) is tuple else (handles,)
+
+
+def _set_handles(tx: Transaction, handles: tuple[_TxTimer, ...]) -> None:
+    # a lone handle, the common case (Timer J), is kept as itself: a 1-tuple costs 48 bytes
+    tx.handles = None if not handles else handles[0] if len(handles) == 1 else handles
 
 
 def _peer_key(peer: Peer) -> tuple[str, str, int]:

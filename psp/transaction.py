@@ -35,6 +35,12 @@ if TYPE_CHECKING:
     from psp.message import Message, Response
 
 RELIABLE_TRANSPORTS = frozenset({"tcp", "tls", "sctp"})
+# One string per method for every transaction, not the request's own copy, which a
+# completed transaction would otherwise keep alive for the 32 s of Timer J.
+_METHODS = {method: method for method in (
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO",
+    "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH",
+)}
 
 
 class Kind(IdEnum):
@@ -173,34 +179,42 @@ class Transaction:
     """One client or server transaction: its request, peer, state and retransmission data.
 
     ``context`` belongs to the TU (the proxy keeps its per-request state there);
-    ``handles`` and ``keys`` belong to the core (its timer handles and table keys).
+    ``handles``, ``key`` and ``aliases`` belong to the core: its timer handles (None, one,
+    or a tuple of them), the key it files the transaction under, and the further keys of an
+    RFC 2543 INVITE server transaction (one per To tag of its finals).
+    ``status`` is that of the last response sent (server) or received (client), 0 before
+    any.  Once the final response is out (or in), :meth:`release` lets go of the parsed
+    request: what the states that follow need is kept as bytes (``last_data``,
+    ``ack_data``), keys and ``status``.
     """
 
     __slots__ = (
         "kind", "is_client", "state", "request", "peer", "reliable", "settings", "method", "data",
-        "interval", "last_response", "last_data", "ack_data", "error", "context",
-        "handles", "keys",
+        "interval", "status", "last_data", "ack_data", "error", "context",
+        "handles", "key", "aliases",
     )
 
     def __init__(self, kind: Kind, request: Request, peer: Peer, settings: TimerSettings) -> None:
         self.kind = kind
         self.is_client = kind in CLIENT_KINDS
         self.state = State.INITIAL
-        self.request = request
+        self.request: Request | None = request
         self.peer = peer
         self.reliable = peer.transport in RELIABLE_TRANSPORTS
         self.settings = settings
-        self.method: str = request.method
+        self.method: str = _METHODS.get(request.method, request.method)
         # a client transaction serialises its request once; retransmissions reuse the bytes
         self.data: bytes = request.to_bytes() if self.is_client else b""
         self.interval = 0.0
-        self.last_response: Response | None = None
+        self.status = 0
         self.last_data: bytes | None = None
         self.ack_data: bytes | None = None
         self.error: str | None = None
         self.context: Any = None
-        self.handles: dict[Timer, Any] = {}
-        self.keys: list[tuple[Any, ...]] = []
+        # neither a dict nor a list: most transactions hold one handle and one key for 32 s
+        self.handles: Any = None
+        self.key: Any = None
+        self.aliases: tuple[Any, ...] = ()
 
     def __repr__(self) -> str:
         return f"<{self.kind.value} {self.method} {self.state.value} {self.peer}>"
@@ -217,6 +231,19 @@ class Transaction:
             effects.append(TERMINATED)
             return effects
         return self._fire_zero_timers(effects)
+
+    def release(self, keep_request: bool = False) -> None:
+        """Drop what only the request phase needed, once the final response went out or came in.
+
+        Completed, Confirmed and Accepted only absorb retransmissions (``last_data``,
+        ``ack_data``) and wait for timers that last 32 s over UDP: at 1,500 REGISTERs/s,
+        48,000 NISTs holding their parsed requests were most of the proxy's memory
+        (bench/tx_memory.py).  A client's serialised request goes too: nothing retransmits
+        it any more.  ``keep_request``: the TU or the core still reads it (Core._run).
+        """
+        if not keep_request:
+            self.request = None
+        self.data = b""
 
     def _fire_zero_timers(self, effects: list[Effect]) -> list[Effect]:
         """Replace a zero-duration StartTimer by the effects of that timer firing now."""
@@ -244,7 +271,7 @@ def _nothing(tx: Transaction, message: Message | None) -> list[Effect]:
 
 def _pass_up(tx: Transaction, message: Message) -> list[Effect]:
     if tx.is_client:
-        tx.last_response = message  # type: ignore[assignment]
+        tx.status = message.status  # type: ignore[attr-defined]
     return [PassToTU(message)]
 
 
@@ -291,16 +318,16 @@ def _send_response(tx: Transaction, response: Response) -> list[Effect]:
 
     In IST Accepted these are 2xx retransmissions and other forks' 2xx (RFC 6026 7.1).
     """
-    tx.last_response = response
+    tx.status = response.status
     tx.last_data = response.to_bytes()
     return [Send(tx.last_data, status_label(response.status))]
 
 
 def _resend_response(tx: Transaction, message: Message | None) -> list[Effect]:
     """Answer a request retransmission (or Timer G) with the last response, if any."""
-    if tx.last_data is None or tx.last_response is None:
+    if tx.last_data is None:
         return []
-    return [Send(tx.last_data, status_label(tx.last_response.status), retransmission=True)]
+    return [Send(tx.last_data, status_label(tx.status), retransmission=True)]
 
 
 # --- INVITE client transaction (RFC 3261 17.1.1, figure 5; RFC 6026 7.2) -----------------
@@ -326,6 +353,7 @@ def _ict_2xx(tx: Transaction, response: Message) -> list[Effect]:
 
 def _ict_failure(tx: Transaction, response: Response) -> list[Effect]:
     # 17.1.1.3: the transaction itself acknowledges a non-2xx final, with the same branch
+    assert tx.request is not None  # released only after this final
     tx.ack_data = derived_request(tx.request, "ACK", response.header("To")).to_bytes()
     effects: list[Effect] = [Send(tx.ack_data, "ACK")]
     return effects + _final_received(tx, response, (Timer.A, Timer.B), Timer.D)

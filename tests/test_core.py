@@ -216,8 +216,8 @@ def test_sent_messages_are_counted_by_method_and_status_class():
 def test_a_response_with_no_row_is_a_counted_no_op():
     net, tu = make(lambda tu, stx, req, now: tu.core.respond(stx, make_response(req, 200), now))
     net.deliver(request("OPTIONS"), UAC)
-    stx = tu.calls[0][1]
-    net.core.respond(stx, make_response(stx.request, 500), 0.0)
+    _, stx, req = tu.calls[0]  # stx.request is released once the final response went out
+    net.core.respond(stx, make_response(req, 500), 0.0)
     assert net.core.stats.noop_events == 1
 
 
@@ -366,3 +366,15 @@ def test_response_peer_answers_a_datagram_over_udp_whatever_the_via_says():
     via = parse_via("SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKx")[0]
     assert response_peer(via, UAC).transport == "udp"
     assert response_peer(via, None).transport == "tls"
+
+
+def test_timers_due_in_one_batch_run_in_order_and_one_after_the_end_is_a_counted_no_op():
+    net, tu = make(lambda tu, stx, req, now: tu.core.respond(stx, make_response(req, 486), now))
+    net.deliver(request(), UAC)
+    net.advance(31.6)  # Timer G fired at 0.5, 1.5, 3.5 ... 31.5; next at 35.5, Timer H at 32
+    net.take()
+    noops = net.core.stats.noop_events
+    net.core.on_timers(36.0)  # one late batch: H ends the transaction, then G finds it gone
+    assert net.take() == [] and tu.names() == ["request", "terminated"]
+    assert net.core.stats.timeouts == 1 and net.core.stats.noop_events == noops + 1
+    assert net.core.next_deadline() is None

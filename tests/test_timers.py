@@ -2,7 +2,7 @@
 
 import pytest
 
-from psp.timers import Timer, TimerHeap, TimerSettings
+from psp.timers import Timer, TimerHandle, TimerHeap, TimerSettings
 
 S = TimerSettings()
 
@@ -110,3 +110,48 @@ def test_a_cancelled_entry_lets_go_of_its_payload_and_the_heap_stays_bounded():
     live = heap.schedule(1.0, "live")
     assert len(heap._heap) <= 2 * len(heap) + 1024 + 1
     assert heap.pop_due(10_000.0) == ["live"] and live.payload is None
+
+
+def test_lanes_keep_fixed_delays_in_fifos_and_pop_in_deadline_order_with_the_heap():
+    heap: TimerHeap[str] = TimerHeap()
+    heap.schedule(1.0 + 32.0, "j1", lane=32.0)
+    heap.schedule(2.0 + 5.0, "k1", lane=5.0)
+    heap.schedule(7.0, "tu")  # the heap: first among equal deadlines
+    heap.schedule(3.0 + 32.0, "j2", lane=32.0)
+    heap.schedule(3.0 + 5.0, "k2", lane=5.0)
+    assert len(heap) == 5 and len(heap._heap) == 1
+    assert heap.next_deadline() == 7.0
+    assert heap.pop_due(8.0) == ["tu", "k1", "k2"]
+    assert heap.next_deadline() == 33.0
+    assert heap.pop_due(100.0) == ["j1", "j2"]
+    assert heap.next_deadline() is None and len(heap) == 0
+
+
+def test_an_entry_due_before_its_lanes_last_goes_to_the_heap():
+    heap: TimerHeap[str] = TimerHeap()
+    heap.schedule(40.0, "late", lane=32.0)
+    heap.schedule(35.0, "clock went back", lane=32.0)
+    assert heap.pop_due(50.0) == ["clock went back", "late"]
+
+
+def test_cancelled_lane_entries_are_skipped_and_stay_bounded():
+    heap: TimerHeap[object] = TimerHeap()
+    first = heap.schedule(32.0, "x", lane=32.0)
+    heap.schedule(33.0, "y", lane=32.0)
+    heap.cancel(first)
+    assert first.payload is None and heap.next_deadline() == 33.0
+    for n in range(5000):
+        heap.cancel(heap.schedule(100.0 + n, n, lane=32.0))
+    assert sum(len(lane) for lane in heap._lanes.values()) <= 2 * len(heap) + 1024 + 1
+    assert heap.pop_due(10_000.0) == ["y"] and len(heap) == 0
+
+
+def test_add_takes_a_handle_the_caller_made():
+    class Tagged(TimerHandle):
+        __slots__ = ("tag",)
+
+    heap: TimerHeap[str] = TimerHeap()
+    handle = Tagged(5.0, "payload")
+    handle.tag = "J"
+    assert heap.add(handle, lane=5.0) is handle
+    assert heap.pop_due(5.0) == ["payload"] and handle.cancelled and handle.tag == "J"
