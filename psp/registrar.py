@@ -160,6 +160,9 @@ class Registrar:
         default = request.expires
         if default is None:
             default = self.default_expires
+        known = store.bindings(aor)
+        if known:  # a refresh: share the stored AOR string rather than keep an equal one
+            aor = known[0].aor
         call_id, cseq = request.call_id, request.cseq.number
         changes: list[tuple[NameAddr, Binding | None, Binding | None]] = []
         for contact in contacts:

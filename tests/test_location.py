@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import FrozenInstanceError
 
 import pytest
 
@@ -145,3 +146,42 @@ def test_loaded_bindings_are_not_journaled_but_later_changes_are() -> None:
     assert store.count == 2 and journal.calls == []
     store.add(b("sip:c@h"))
     assert journal.calls == [("upsert", AOR, "sip:c@h")]
+
+
+def test_binding_is_a_frozen_value_with_every_field_kept() -> None:
+    full = b("sip:a@h", q=0.5, call_id="c1@h", cseq=7, path=("<sip:edge;lr>",), instance="<urn:uuid:1>",
+             reg_id=2, received_from="udp:192.0.2.1:5060", updated_at=3.0)
+    assert (full.aor, full.contact, full.expires_at, full.q, full.call_id, full.cseq, full.path,
+            full.instance, full.reg_id, full.received_from, full.updated_at) == (
+        AOR, "sip:a@h", 100.0, 0.5, "c1@h", 7, ("<sip:edge;lr>",), "<urn:uuid:1>", 2,
+        "udp:192.0.2.1:5060", 3.0)
+    plain = b("sip:a@h", call_id="c1@h")
+    assert (plain.path, plain.instance, plain.reg_id, plain.received_from) == ((), None, None, None)
+    assert plain == b("sip:a@h", call_id="c1@h") and hash(plain) == hash(b("sip:a@h", call_id="c1@h"))
+    assert plain != b("sip:a@h", call_id="c2@h") and plain != b("sip:a@h", call_id="c1@h", cseq=1)
+    assert "contact='sip:a@h'" in repr(plain) and "call_id='c1@h'" in repr(plain)
+    with pytest.raises(FrozenInstanceError):
+        plain.cseq = 2  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        b("sip:a@h\nx")  # a URI never holds one: the contact and Call-ID share a string
+
+
+def test_several_bindings_of_one_aor_keep_their_order_through_changes() -> None:
+    store = LocationStore()
+    for name in ("a", "b", "c"):
+        store.add(b(f"sip:{name}@h", cseq=1))
+    store.add(b("sip:b@h", cseq=2))
+    assert [(x.contact, x.cseq) for x in store.bindings(AOR)] == [("sip:a@h", 1), ("sip:b@h", 2), ("sip:c@h", 1)]
+    store.remove(AOR, "sip:a@h")
+    store.remove(AOR, "sip:c@h")
+    assert [x.contact for x in store.bindings(AOR)] == ["sip:b@h"] and store.count == 1
+
+
+def test_expire_returns_bindings_in_the_order_they_expired_across_aors() -> None:
+    store = LocationStore()
+    store.add(b("sip:a1@h", expires_at=10.0))
+    store.add(b("sip:b@h", expires_at=20.0, aor="sip:bob@example.com"))
+    store.add(b("sip:a2@h", expires_at=30.0))
+    store.add(b("sip:a3@h", expires_at=40.0))
+    assert [x.contact for x in store.expire(35.0)] == ["sip:a1@h", "sip:b@h", "sip:a2@h"]
+    assert [x.contact for x in store.bindings(AOR)] == ["sip:a3@h"] and store.next_expiry() == 40.0

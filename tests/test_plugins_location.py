@@ -8,6 +8,7 @@ import pytest
 
 from test_plugins_support import context, make_request, make_services
 
+from psp.events import Peer
 from psp.location import Binding, LocationStore
 from psp.message import Request
 from psp.plugins.base import Decision, Mode, PluginError, State
@@ -15,6 +16,7 @@ from psp.plugins.chain import Chain
 from psp.plugins.groups import Groups
 from psp.plugins.ls_localdb import LocalDb
 from psp.plugins.ls_static import new_host
+from psp.plugins.rgstrar import source_text
 
 BOB = "sip:bob@example.com"
 
@@ -42,6 +44,11 @@ def test_register_for_our_domain_is_answered_by_the_registrar() -> None:
     assert (decision.response.header("Contact") or "").startswith("<sip:bob@192.0.2.9:5062>")
     assert [b.contact for b in store.lookup("sip:bob@example.com", 101.0)] == ["sip:bob@192.0.2.9:5062"]
     assert store.lookup("sip:bob@example.com", 101.0)[0].received_from == "udp:192.0.2.7:5060"
+
+
+def test_the_source_of_bindings_from_one_address_is_one_string() -> None:
+    first, second = (source_text(Peer("udp", "192.0.2.7", 5060)) for _ in range(2))
+    assert first == "udp:192.0.2.7:5060" and first is second
 
 
 def test_a_register_for_us_the_registrar_does_not_take_is_404_never_484() -> None:

@@ -68,6 +68,14 @@ def test_register_creates_binding_and_answers_200(registrar: Registrar, store: L
     assert (binding.received_from, binding.updated_at, binding.q) == ("udp:192.0.2.1:5060", 100.0, 1.0)
 
 
+def test_a_refresh_shares_the_stored_aor_string(registrar: Registrar, store: LocationStore) -> None:
+    registrar.handle(register(), store, now=100.0)
+    registrar.handle(register(cseq=2), store, now=200.0)
+    registrar.handle(register(cseq=3, contact="<sip:alice@192.0.2.2>"), store, now=300.0)
+    first, second = store.bindings(AOR)
+    assert second.cseq == 3 and first.cseq == 2 and first.aor is second.aor  # one string per AOR
+
+
 @pytest.mark.parametrize(
     ("extra", "contact", "granted"),
     [

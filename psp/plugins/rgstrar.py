@@ -13,13 +13,20 @@ is counted in ``services.stats.registrations``: its 200 ``accepted``, its errors
 
 from __future__ import annotations
 
+import functools
+
 from psp.errors import SipError
 from psp.events import Peer
 from psp.plugins.base import Decision, Level, Plugin, RequestContext
 
 
+@functools.lru_cache(maxsize=1024)
 def source_text(peer: Peer) -> str:
-    """A peer as the registrar records it: "transport:host:port"."""
+    """A peer as the registrar records it: "transport:host:port".
+
+    Cached, so that the bindings of UAs behind one address (a NAT, an edge proxy, a load
+    generator) share one string instead of 67 bytes each (bench/location_memory.py).
+    """
     return f"{peer.transport}:{peer.host}:{peer.port}"
 
 
