@@ -11,7 +11,8 @@ Memory is the resident set (Rss) and the proportional set (Pss, shared pages div
 the processes sharing them) from /proc/PID/smaps_rollup, summed over the proxy's
 processes: one for PartySIP, the main process and its workers for Kamailio (--kamailio),
 whose usrloc lives in shared memory, so that Pss is its figure.  For comparison,
-bench/location_memory.py measures PartySIP's LocationStore alone.
+bench/location_memory.py measures PartySIP's LocationStore alone, and bench/tx_memory.py
+the same REGISTERs in process, by allocation site (tracemalloc) or as Rss.
 
     python3 bench/memory.py --kamailio
 """
