@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from psp.events import Outgoing, Received, Resolved, ResolveJob, TransportFailed
+from psp.fifo import Fifo
 from psp.metrics import Metrics, message_kind
 from psp.store_sqlite import StoreError
 
@@ -53,7 +54,7 @@ class Processor:
     """Runs the core on its own thread; other threads talk to it through ``inbound``."""
 
     def __init__(
-        self, core: Any, inbound: queue.Queue[Any], metrics: Metrics, *,
+        self, core: Any, inbound: Fifo[Any], metrics: Metrics, *,
         send: Callable[[Outgoing], None], resolve: Callable[[ResolveJob], None],
         before_send: Callable[[], None] | None = None, on_exit: Callable[[], None] | None = None,
         heartbeat: Callable[[], None] | None = None, heartbeat_interval: float | None = None,

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from psp import __version__
 from psp.config import ConfigError, load
+from psp.fifo import Fifo
 from psp.logs import setup_logging
 from psp.message import server_header
 from psp.metrics import Metrics
@@ -245,7 +246,7 @@ class Server:
         self.wiring = build(settings)  # first: what it refuses leaves no socket or thread behind
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
-        self.inbound: queue.Queue[Any] = queue.Queue(settings.fifo_size)
+        self.inbound: Fifo[Any] = Fifo(settings.fifo_size)
         self.transport = Transport(settings, self.inbound, self.metrics)
         self.resolver = Resolver(
             settings.sections["resolver"], self.inbound, self.metrics,
