@@ -425,6 +425,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best is printed (default 3)")
     parser.add_argument("--profile", action="store_true",
                         help="one run of each under cProfile (the proxy's work only)")
+    parser.add_argument("--sort", default="tottime", choices=("tottime", "cumulative", "ncalls"),
+                        help="order of the --profile listing (default tottime: self time)")
     parser.add_argument("--top", type=int, default=30, help="functions shown by --profile (default 30)")
     parser.add_argument("--gc", choices=("server", "default", "off"), default="server",
                         help="the garbage collector as psp.server.tune_gc() sets it (default), CPython's "
@@ -452,7 +454,7 @@ def main() -> None:
             profile = cProfile.Profile()
             micros, _, _ = measure(kind, count, warmup, run, profile)
             print(f"--- cProfile of {count} {kind}s ({micros:.1f} us each under the profiler)")
-            pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
+            pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
             continue
         results = [measure(kind, count, warmup, run, None) for _ in range(max(1, args.repeat))]
         best, pauses, tracked = min(results, key=lambda result: result[0])
