@@ -83,11 +83,10 @@ def fix_via(message: Message, peer: Peer) -> None:
     wants_rport = "rport" in via.params and not via.params["rport"]
     if not wants_rport and same_address(via.host, peer.host):
         return
-    via = message.pop_via()
-    via.params["received"] = peer.host
+    params = {"received": peer.host}
     if wants_rport:
-        via.params["rport"] = str(peer.port)
-    message.push_via(via)
+        params["rport"] = str(peer.port)
+    message.update_top_via(params)
 
 
 # Bytes from the network must not forge log lines or drive a terminal: every control
