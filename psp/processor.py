@@ -99,14 +99,13 @@ class Processor:
     def run(self) -> None:
         """The thread's loop; ``on_exit`` runs here at the end, on the thread that owns the state."""
         try:
+            inbound = self.inbound
             while not self._drained():
                 first = self._wait_item()
                 batch = [] if first is None else [first]
-                while len(batch) < BATCH:
-                    try:
-                        batch.append(self.inbound.get_nowait())
-                    except queue.Empty:
-                        break
+                # This thread is the only consumer: what qsize() counts is there to take.
+                for _ in range(min(inbound.qsize(), BATCH - len(batch))):
+                    batch.append(inbound.get_nowait())
                 self._turn(batch)
         finally:
             if self._on_exit is not None:
