@@ -261,6 +261,7 @@ class Server:
             send=self.transport.send, resolve=self.resolver.submit,
             before_send=self.wiring.before_send, on_exit=self.wiring.close,
             heartbeat=self.notifier.watchdog if interval else None, heartbeat_interval=interval,
+            linger=settings.batch_linger,
         )
         self.metrics_port: int | None = None
         # Signal handlers only set a flag and write here: an Event.set() in a handler can
@@ -381,6 +382,7 @@ class Server:
             self._refused(str(error), unexpected)
             return
         self.settings = new
+        self.processor.linger = new.batch_linger
         self.transport.server = server_header(new.banner)  # the rim's own responses follow
         log.info("reloaded %s: %s", new.path, ", ".join(changed_keys(old, new)) or "nothing changed")
         self.metrics.reloads.labels("ok").inc()
