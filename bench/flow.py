@@ -20,7 +20,8 @@ time of each, by generation).  The collector is set as the server sets it
 
 ``--handoff`` measures the thread model instead: the same REGISTERs paced at
 ``--handoff-rate``, first in one thread, then through a feeder thread (the transport's
-share) and the real processor thread with its FIFO, once per ``--switch`` interval.
+share) and the real processor thread with its FIFO, once per ``--switch`` interval and
+``--linger`` (the processor's ``batch_linger``).
 
     python3 bench/flow.py --calls 5000
     python3 bench/flow.py --calls 3000 --profile     # cProfile of the proxy's work only
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import queue
 import sys
 import tempfile
 import threading
@@ -50,6 +50,7 @@ import pstats  # noqa: E402
 
 from psp.config import load_text  # noqa: E402
 from psp.events import Outgoing, Peer, Received  # noqa: E402
+from psp.fifo import Fifo  # noqa: E402
 from psp.metrics import Metrics  # noqa: E402
 from psp.message import Request  # noqa: E402
 from psp.parser import parse  # noqa: E402
@@ -326,13 +327,14 @@ def one_thread(count: int, rate: float) -> float:
     return cpu / count * 1e6
 
 
-def handoff(count: int, rate: float, switch: float) -> tuple[float, list[float], float]:
+def handoff(count: int, rate: float, switch: float, linger: float) -> tuple[float, list[float], float]:
     """REGISTERs through the real threads minus sockets, at ``rate`` per second.
 
     A feeder thread does the transport's share (parse, fix, ``Received`` onto the bounded
     inbound FIFO), sleeping between datagrams as the transport waits in select(); the real
-    :class:`psp.processor.Processor` thread (metrics, batching, the journal's commit per
-    turn) drives the core and hands each response to ``send``, which notes when it left.
+    :class:`psp.processor.Processor` thread (metrics, batching and its ``linger``, the
+    journal's commit per turn) drives the core and hands each response to ``send``, which
+    notes when it left.
     Returns CPU microseconds per REGISTER (the whole process), the sorted arrival-to-send
     delays (wall clock: the GIL hand-offs are what they show) and REGISTERs per turn.
     """
@@ -340,7 +342,7 @@ def handoff(count: int, rate: float, switch: float) -> tuple[float, list[float],
     with tempfile.TemporaryDirectory(prefix="flow-handoff-") as directory:
         settings = load_text(CONFIG.format(path=Path(directory) / "location.sqlite"))
         wiring = build_core(settings)
-        inbound: queue.Queue[Any] = queue.Queue(settings.fifo_size)
+        inbound: Fifo[Any] = Fifo(settings.fifo_size)
         sent: list[tuple[float, bytes]] = []
         turns = [0]
 
@@ -351,7 +353,7 @@ def handoff(count: int, rate: float, switch: float) -> tuple[float, list[float],
 
         processor = Processor(wiring.core, inbound, Metrics(), resolve=lambda job: None,
                               send=lambda out: sent.append((time.monotonic(), out.data)),
-                              before_send=commit, on_exit=wiring.close)
+                              before_send=commit, on_exit=wiring.close, linger=linger)
         datagrams, arrived = registers_paced(count), [0.0] * count
         cpu = time.process_time()
         processor.start()
@@ -369,7 +371,7 @@ def handoff(count: int, rate: float, switch: float) -> tuple[float, list[float],
     return cpu / count * 1e6, waits, count / max(1, turns[0])
 
 
-def _feed(datagrams: list[bytes], arrived: list[float], inbound: queue.Queue[Any], rate: float) -> None:
+def _feed(datagrams: list[bytes], arrived: list[float], inbound: Fifo[Any], rate: float) -> None:
     """The transport's share of each datagram, paced at ``rate`` per second."""
     start = time.monotonic()
     for n, data in enumerate(datagrams):
@@ -380,18 +382,20 @@ def _feed(datagrams: list[bytes], arrived: list[float], inbound: queue.Queue[Any
         inbound.put_nowait(Received(message, REGISTRANT, arrived[n]))
 
 
-def handoff_report(count: int, rate: float, switches: list[float], repeat: int) -> None:
-    """One thread at the same pace, then the two threads at each switch interval: the difference
-    in CPU is what the hand-off costs; the delays are what it adds."""
+def handoff_report(count: int, rate: float, switches: list[float], lingers: list[float], repeat: int) -> None:
+    """One thread at the same pace, then the two threads at each switch interval and linger:
+    the difference in CPU is what the hand-off costs (or saves); the delays are what it adds."""
     for _ in range(max(1, repeat)):
         alone = one_thread(count, rate)
         print(f"{count} REGISTERs at {rate:.0f}/s, one thread: {alone:6.1f} CPU us per REGISTER")
         for switch in switches:
-            micros, waits, per_turn = handoff(count, rate, switch)
-            print(f"  two threads, switch interval {switch * 1e3:3.1f} ms: {micros:6.1f} CPU us per "
-                  f"REGISTER ({micros - alone:+.1f}), {per_turn:.1f} per turn, arrival->send p50 "
-                  f"{_ms(waits, 0.5)} p99 {_ms(waits, 0.99)} max {_ms(waits, 1.0)} ms, "
-                  f"{len(waits)}/{count} answered", flush=True)
+            for linger in lingers:
+                micros, waits, per_turn = handoff(count, rate, switch, linger)
+                print(f"  two threads, switch interval {switch * 1e3:3.1f} ms, linger {linger * 1e3:3.1f} ms: "
+                      f"{micros:6.1f} CPU us per "
+                      f"REGISTER ({micros - alone:+.1f}), {per_turn:.1f} per turn, arrival->send p50 "
+                      f"{_ms(waits, 0.5)} p99 {_ms(waits, 0.99)} max {_ms(waits, 1.0)} ms, "
+                      f"{len(waits)}/{count} answered", flush=True)
 
 
 def _ms(waits: list[float], fraction: float) -> str:
@@ -425,6 +429,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best is printed (default 3)")
     parser.add_argument("--profile", action="store_true",
                         help="one run of each under cProfile (the proxy's work only)")
+    parser.add_argument("--sort", default="tottime", choices=("tottime", "cumulative", "ncalls"),
+                        help="order of the --profile listing (default tottime: self time)")
     parser.add_argument("--top", type=int, default=30, help="functions shown by --profile (default 30)")
     parser.add_argument("--gc", choices=("server", "default", "off"), default="server",
                         help="the garbage collector as psp.server.tune_gc() sets it (default), CPython's "
@@ -433,8 +439,10 @@ def main() -> None:
                         help="instead: --registers REGISTERs paced at --handoff-rate, in one thread, then "
                              "through a feeder and the processor thread (the hand-off's cost and delays)")
     parser.add_argument("--handoff-rate", type=float, default=2000.0, help="REGISTERs/s offered (default 2000)")
-    parser.add_argument("--switch", default="5,1,0.5",
-                        help="sys.setswitchinterval values to try, in ms (default 5,1,0.5)")
+    parser.add_argument("--switch", default="5",
+                        help="sys.setswitchinterval values to try, in ms (default 5; e.g. 5,1,0.5)")
+    parser.add_argument("--linger", default="0,1",
+                        help="the processor's batch_linger values to try, in ms (default 0,1)")
     args = parser.parse_args()
     if args.gc == "server":
         tune_gc()
@@ -442,7 +450,8 @@ def main() -> None:
         gc.disable()
     if args.handoff:
         switches = [float(switch) / 1e3 for switch in args.switch.split(",")]
-        handoff_report(args.registers or args.calls, args.handoff_rate, switches, args.repeat)
+        lingers = [float(linger) / 1e3 for linger in args.linger.split(",")]
+        handoff_report(args.registers or args.calls, args.handoff_rate, switches, lingers, args.repeat)
         return
     cases = (("call", args.calls, calls(args.rate)),
              ("REGISTER", args.registers or args.calls, registers(args.batch)))
@@ -452,7 +461,7 @@ def main() -> None:
             profile = cProfile.Profile()
             micros, _, _ = measure(kind, count, warmup, run, profile)
             print(f"--- cProfile of {count} {kind}s ({micros:.1f} us each under the profiler)")
-            pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
+            pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
             continue
         results = [measure(kind, count, warmup, run, None) for _ in range(max(1, args.repeat))]
         best, pauses, tracked = min(results, key=lambda result: result[0])

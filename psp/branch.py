@@ -6,9 +6,11 @@ influences routing, so that 16.3 item 4 can recompute it when a request comes ba
 branch is ``z9hG4bK<key>.<index>``:
 
 * ``key`` is a keyed hash of the routing inputs (R-URI, top Route, Proxy-Require,
-  Proxy-Authorization, From tag, To tag, Call-ID, CSeq number) and of the top Via the
+  Proxy-Authorization, From, To tag, Call-ID, CSeq number) and of the top Via the
   request carried when it reached us (its branch when RFC 3261-style, else the whole Via).
-  Since that Via's branch is unique per client transaction, so is the key.
+  Since that Via's branch is unique per client transaction, so is the key.  The whole From
+  value stands for its tag: nothing on a loop rewrites From, and a proxy reads From only
+  here, so hashing it as written spares parsing it for every request we forward.
 * ``index`` numbers the branches of one proxied request (forking, sequential tries).
 
 When a request returns, our earlier Via sits somewhere below the top and the Via just
@@ -56,7 +58,7 @@ def loop_key(request: Request, incoming: Via | None, secret: bytes) -> str:
         request.header("Route") or "",
         ",".join(request.header_values("Proxy-Require")),
         "\n".join(request.header_values("Proxy-Authorization")),
-        request.from_.tag or "",
+        request.header("From") or "",
         request.to.tag or "",
         request.call_id,
         str(request.cseq.number),

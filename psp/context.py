@@ -48,7 +48,7 @@ class Branch:
     """One location of a proxied request and the client transaction serving it now."""
 
     context: ProxyContext
-    request: Request                   # the copy for this location, without our Via
+    request: Request                   # the copy for this location; our Via on top once sent
     targets: tuple[Peer, ...] = ()     # addresses of the next hop, in the order to try
     target: int = 0                    # the one in use
     client_tx: Transaction | None = None
@@ -130,6 +130,8 @@ class ProxyContext:
     def _attempt(self, branch: Branch, now: float) -> None:
         """Send the branch to its current target on a new client transaction."""
         peer = branch.targets[branch.target]
+        if branch.target:  # a fail-over: the earlier attempt's transaction keeps its request
+            branch.request = forwarding.retry(branch.request)
         request = forwarding.attempt(branch.request, self.proxy.local, self.key, self.attempts,
                                      peer.transport)
         self.attempts += 1

@@ -1,22 +1,23 @@
 """Small immutable records that cross thread boundaries.
 
-The transport, resolver and processor threads talk only through FIFOs; these frozen,
-slotted dataclasses are the items on them (see docs/architecture.md, "Records that cross
-threads").  ``Peer`` names a transport-level destination or source (RFC 3261 18, 18.2.2)
-and is hashable so it can key connection tables.
+The transport, resolver and processor threads talk only through FIFOs; these named
+tuples are the items on them (see docs/architecture.md, "Records that cross threads").
+``Peer`` names a transport-level destination or source (RFC 3261 18, 18.2.2) and is
+hashable so it can key connection tables.  Named tuples rather than frozen dataclasses:
+as immutable, and built and hashed in C; several are made for every message, and a frozen
+dataclass's ``__init__`` (one ``object.__setattr__`` per field) cost more than the rest
+of the hand-off.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:  # only for annotations: events must not pull the message layer in at run time
     from psp.message import Message
 
 
-@dataclass(frozen=True, slots=True)
-class Peer:
+class Peer(NamedTuple):
     """A transport address: 'udp' or 'tcp', host, port and, for TCP, the connection id."""
 
     transport: str
@@ -25,8 +26,7 @@ class Peer:
     conn: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
+class Received(NamedTuple):
     """A parsed message from ``peer``, stamped when the transport read it (transport -> processor)."""
 
     message: Message
@@ -34,8 +34,7 @@ class Received:
     t_in: float
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
+class Outgoing(NamedTuple):
     """Bytes to send to ``peer`` (processor -> transport); ``t_in`` of the cause, if any."""
 
     data: bytes
@@ -43,8 +42,7 @@ class Outgoing:
     t_in: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class ResolveJob:
+class ResolveJob(NamedTuple):
     """A request to resolve ``host`` into peers per RFC 3263 (processor -> resolver)."""
 
     job: int
@@ -54,8 +52,7 @@ class ResolveJob:
     t_in: float
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved:
+class Resolved(NamedTuple):
     """The answer to ResolveJob ``job``: ordered targets, or an error text (resolver -> processor)."""
 
     job: int
@@ -64,8 +61,7 @@ class Resolved:
     t_in: float
 
 
-@dataclass(frozen=True, slots=True)
-class TransportFailed:
+class TransportFailed(NamedTuple):
     """Sending to ``peer`` failed (connection refused, reset, ICMP...) (transport -> processor)."""
 
     peer: Peer

@@ -63,11 +63,20 @@ def branch_request(request: Request, location: Location, local: Local, *, arrive
 
 
 def attempt(request: Request, local: Local, key: str, number: int, transport: str) -> Request:
-    """``request`` with our Via on top, for client transaction ``number`` of the request keyed ``key``.
+    """Push our Via on ``request`` (16.6 item 8), for client transaction ``number`` of the
+    request keyed ``key``; returns ``request``, which the transaction then owns.
 
-    A relayed ACK for a 2xx gets number 0 of its own key, so that a retransmission of the
+    In place: the copy made by :func:`branch_request` is the branch's own, and only a
+    fail-over sends it again (:func:`retry` gives that attempt a copy of its own).  A
+    relayed ACK for a 2xx gets number 0 of its own key, so that a retransmission of the
     ACK gets the same branch.
     """
-    copy = request.copy()
-    copy.push_via(local.via(transport, branch.make_branch(key, number)))
+    request.push_via(local.via(transport, branch.make_branch(key, number)))
+    return request
+
+
+def retry(sent: Request) -> Request:
+    """A copy of a request :func:`attempt` sent, without our Via: for the next target."""
+    copy = sent.copy()
+    copy.pop_via()
     return copy

@@ -296,6 +296,26 @@ class Message:
         vias.insert(0, via)
         self._n["via"] += 1
 
+    def update_top_via(self, params: dict[str, str]) -> None:
+        """Set parameters of the top Via (received, rport: RFC 3261 18.2.1, RFC 3581 4).
+
+        When the top Via has a line of its own (the usual case) only that line is
+        rewritten; else it is popped and pushed back as a line of its own.
+        """
+        vias = self._c["via"] if "via" in self._n else self._typed("via")
+        top = vias[0]
+        index = self._index("via")
+        alone = (index is not None and self._n["via"] == len(vias) and not top.modified()
+                 and header_value(self._h[index]) == top._raw)
+        if not alone:
+            top = self.pop_via()
+            top.params.update(params)
+            self.push_via(top)
+            return
+        top.params.update(params)
+        top.settle()
+        self._h[index] = f"Via: {top._raw}"
+
     def pop_via(self) -> Via:
         """Remove and return the top Via (RFC 3261 16.7 step 3)."""
         vias = self._typed("via")

@@ -5,8 +5,12 @@ The rim threads update these metrics; the pure core never sees them.  What the c
 failures: the core's, the proxy's and the plugins' counters) is read from one ``stats``
 mapping at scrape time (:data:`CORE_METRICS` lists the keys), and so are the depths of
 the FIFOs, so that nothing is paid per message for them.
-Per message the threads only pay for a dict lookup of a pre-bound label child and one
-``inc()``/``observe()``.  The process collector adds memory, CPU and open files.
+What is counted per message (messages received and sent, FIFO waits, processing time) goes
+into :class:`Tally` and :class:`Timings`: plain ints and lists, each written by one thread
+only, so no lock is taken per message (prometheus_client's children take one per ``inc()``
+and ``observe()``, a few microseconds a message on the hot path); a collector turns them
+into the usual counter and histogram families at scrape time.  The process collector adds
+memory, CPU and open files.
 The inventory, with the Kamailio and OpenSIPS equivalents, is in docs/operations.md.
 
 Each :class:`Metrics` owns its own ``CollectorRegistry`` so that several servers (tests)
@@ -17,6 +21,8 @@ method names cannot grow the series without bound.
 
 from __future__ import annotations
 
+import bisect
+import math
 import re
 import selectors
 import socket
@@ -29,8 +35,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
                                make_wsgi_app)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from psp import __version__
 
@@ -62,6 +69,7 @@ _START = re.compile(rb"SIP/2\.0 ([1-6])\d\d |([A-Za-z]+) ")
 _CSEQ = re.compile(rb"\n(?:CSeq)[ \t]*:[ \t]*\d+[ \t]+([A-Za-z]+)", re.IGNORECASE)
 
 StatsSource = Callable[[], Mapping[str, Any]]
+_CLASSES = {n: f"{n}xx" for n in range(1, 7)}
 
 
 def method_label(method: str) -> str:
@@ -126,6 +134,92 @@ class _CoreCollector(Collector):
             yield family
 
 
+class Tally:
+    """Counts by label values, with no lock: each thread writes a dict of its own.
+
+    A thread's first count creates its dict (``setdefault`` is atomic); from then on only
+    that thread writes it, and a scrape copies and sums them all.
+    """
+
+    def __init__(self) -> None:
+        self._threads: dict[int, dict[tuple[str, ...], int]] = {}
+
+    def add(self, key: tuple[str, ...]) -> None:
+        """One more for ``key``, counted in the calling thread's dict."""
+        ident = threading.get_ident()
+        counts = self._threads.get(ident)
+        if counts is None:
+            counts = self._threads.setdefault(ident, {})
+        counts[key] = counts.get(key, 0) + 1
+
+    def totals(self) -> dict[tuple[str, ...], int]:
+        """The sum over every thread's dict (a copy: the counting goes on meanwhile)."""
+        summed: dict[tuple[str, ...], int] = {}
+        for counts in list(self._threads.values()):
+            for key, count in counts.copy().items():
+                summed[key] = summed.get(key, 0) + count
+        return summed
+
+
+class Timing:
+    """One histogram series written by one thread: bucket counts and a sum, no lock."""
+
+    __slots__ = ("_bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        # bisect_left: the first bound >= seconds, as Prometheus buckets are "le".
+        self.counts[bisect.bisect_left(self._bounds, seconds)] += 1
+        self.total += seconds
+
+
+class Timings:
+    """A histogram family by one label, its series created on first use (``child``)."""
+
+    def __init__(self, name: str, documentation: str, label: str,
+                 bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.name, self.documentation, self.label, self.bounds = name, documentation, label, bounds
+        self._series: dict[str, Timing] = {}
+
+    def child(self, value: str) -> Timing:
+        """The series for label ``value``; a thread that observes it must be its only writer."""
+        series = self._series.get(value)
+        if series is None:
+            series = self._series.setdefault(value, Timing(self.bounds))
+        return series
+
+    def family(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value, series in sorted(self._series.copy().items()):
+            counts, running, buckets = list(series.counts), 0, []
+            for bound, count in zip((*self.bounds, math.inf), counts):
+                running += count
+                buckets.append((floatToGoString(bound), running))
+            family.add_metric([value], buckets, series.total)
+        return family
+
+
+class _TallyCollector(Collector):
+    """Exports the lock-free tallies and timings when Prometheus scrapes."""
+
+    def __init__(self, counters: list[tuple[str, str, tuple[str, ...], Tally]], timings: list[Timings]) -> None:
+        self._counters = counters
+        self._timings = timings
+
+    def collect(self) -> Iterator[Metric]:
+        for name, documentation, labels, tally in self._counters:
+            family = CounterMetricFamily(name, documentation, labels=list(labels))
+            for key, count in sorted(tally.totals().items()):
+                family.add_metric(list(key), count)
+            yield family
+        for timings in self._timings:
+            yield timings.family()
+
+
 class Metrics:
     """The metrics of one server instance, in a registry of its own."""
 
@@ -133,22 +227,17 @@ class Metrics:
         self.registry = CollectorRegistry()
         reg = self.registry
         self.fifo_depth = Gauge("psp_fifo_depth", "Items waiting in each FIFO", ["fifo"], registry=reg)
-        self.fifo_wait = Histogram(
-            "psp_fifo_wait_seconds", "Seconds items spent queued in each FIFO", ["fifo"],
-            buckets=LATENCY_BUCKETS, registry=reg,
-        )
-        self.processing = Histogram(
-            "psp_processing_seconds", "Seconds from receipt to the last effect of a message",
-            ["kind"], buckets=LATENCY_BUCKETS, registry=reg,
-        )
-        self._received = Counter(
-            "psp_messages_received", "SIP messages received",
-            ["transport", "method", "status_class"], registry=reg,
-        )
-        self._sent = Counter(
-            "psp_messages_sent", "SIP messages sent",
-            ["transport", "method", "status_class"], registry=reg,
-        )
+        # Per message: lock-free, exported at scrape time (see the module docstring).
+        self.fifo_wait = Timings("psp_fifo_wait_seconds", "Seconds items spent queued in each FIFO", "fifo")
+        self.processing = Timings("psp_processing_seconds",
+                                  "Seconds from receipt to the last effect of a message", "kind")
+        self._received = Tally()
+        self._sent = Tally()
+        message_labels = ("transport", "method", "status_class")
+        reg.register(_TallyCollector(
+            [("psp_messages_received", "SIP messages received", message_labels, self._received),
+             ("psp_messages_sent", "SIP messages sent", message_labels, self._sent)],
+            [self.fifo_wait, self.processing]))
         self.parse_errors = Counter(
             "psp_parse_errors", "Messages that could not be parsed or framed", ["transport"],
             registry=reg,
@@ -185,8 +274,6 @@ class Metrics:
         self.dns = DnsMetrics(reg)
         self._add_process_metrics(reg)
         self._bind_children()
-        self._received_children: dict[tuple[str, str, str], Any] = {}
-        self._sent_children: dict[tuple[str, str, str], Any] = {}
         self._http: tuple[WSGIServer, socket.socket] | None = None  # the server and its stop socket
 
     def _add_process_metrics(self, reg: CollectorRegistry) -> None:
@@ -214,18 +301,15 @@ class Metrics:
 
     def _bind_children(self) -> None:
         """Pre-bind the label children used on hot paths (a label lookup costs a lock)."""
-        self.wait = {name: self.fifo_wait.labels(name) for name in FIFOS}
+        # Each FIFO's wait is observed by its one consumer thread.
+        self.wait = {name: self.fifo_wait.child(name) for name in FIFOS}
         self.errors = {name: self.internal_errors.labels(name) for name in THREADS}
         self.lookup_ok = self.dns_lookups.labels("ok")
         self.lookup_failed = self.dns_lookups.labels("error")
-        self._kinds: dict[str, Any] = {}
 
-    def processing_child(self, kind: str) -> Any:
-        """The processing-latency histogram child for ``kind`` (cached)."""
-        child = self._kinds.get(kind)
-        if child is None:
-            child = self._kinds[kind] = self.processing.labels(kind)
-        return child
+    def processing_child(self, kind: str) -> Timing:
+        """The processing-latency series for ``kind``: the processor thread's alone."""
+        return self.processing.child(kind)
 
     def count_received(self, transport: str, message: Message) -> None:
         """Count one parsed incoming ``message``."""
@@ -233,8 +317,8 @@ class Metrics:
         if status is None:
             key = (transport, method_label(message.method), "none")  # type: ignore[attr-defined]
         else:
-            key = (transport, method_label(message.cseq.method), f"{status // 100}xx")
-        self._child(self._received, self._received_children, key).inc()
+            key = (transport, method_label(message.cseq.method), _CLASSES[status // 100])
+        self._received.add(key)
 
     def count_sent(self, transport: str, data: bytes) -> None:
         """Count one outgoing message from its bytes (start line and CSeq method)."""
@@ -247,14 +331,7 @@ class Metrics:
             key = (transport, method_label(method), start.group(1).decode("ascii") + "xx")
         else:
             key = (transport, method_label(start.group(2).decode("ascii")), "none")
-        self._child(self._sent, self._sent_children, key).inc()
-
-    @staticmethod
-    def _child(metric: Counter, cache: dict[tuple[str, str, str], Any], key: tuple[str, str, str]) -> Any:
-        child = cache.get(key)
-        if child is None:
-            child = cache[key] = metric.labels(*key)
-        return child
+        self._sent.add(key)
 
     def watch_fifo(self, name: str, depth: Callable[[], int], capacity: int | None = None) -> None:
         """Report ``depth()`` as the depth of FIFO ``name`` whenever Prometheus scrapes."""

@@ -24,6 +24,7 @@ from typing import Any
 
 from psp.dnscache import CachedLookup, DnsCache, DnspythonFetcher, SystemFetcher, make_resolver
 from psp.events import Peer, Resolved, ResolveJob
+from psp.fifo import Fifo
 from psp.metrics import Metrics
 from psp.rfc3263 import ADDRESS_TYPES, Answer, Query, resolve
 from psp.settings import ResolverSettings
@@ -72,11 +73,11 @@ class Resolver:
     """``threads`` workers taking jobs from ``fifo`` and posting ``Resolved`` on ``inbound``."""
 
     def __init__(
-        self, config: ResolverSettings, inbound: queue.Queue[Any], metrics: Metrics, *,
+        self, config: ResolverSettings, inbound: Fifo[Any], metrics: Metrics, *,
         ipv6: bool = False, fifo_size: int = 0, lookup_fn: Lookup | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.fifo: queue.Queue[tuple[float, ResolveJob] | None] = queue.Queue(fifo_size)
+        self.fifo: Fifo[tuple[float, ResolveJob] | None] = Fifo(fifo_size)
         self._inbound = inbound
         self._metrics = metrics
         self._clock = clock

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from psp import __version__
 from psp.config import ConfigError, load
+from psp.fifo import Fifo
 from psp.logs import setup_logging
 from psp.message import server_header
 from psp.metrics import Metrics
@@ -245,7 +246,7 @@ class Server:
         self.wiring = build(settings)  # first: what it refuses leaves no socket or thread behind
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
-        self.inbound: queue.Queue[Any] = queue.Queue(settings.fifo_size)
+        self.inbound: Fifo[Any] = Fifo(settings.fifo_size)
         self.transport = Transport(settings, self.inbound, self.metrics)
         self.resolver = Resolver(
             settings.sections["resolver"], self.inbound, self.metrics,
@@ -260,6 +261,7 @@ class Server:
             send=self.transport.send, resolve=self.resolver.submit,
             before_send=self.wiring.before_send, on_exit=self.wiring.close,
             heartbeat=self.notifier.watchdog if interval else None, heartbeat_interval=interval,
+            linger=settings.batch_linger,
         )
         self.metrics_port: int | None = None
         # Signal handlers only set a flag and write here: an Event.set() in a handler can
@@ -380,6 +382,7 @@ class Server:
             self._refused(str(error), unexpected)
             return
         self.settings = new
+        self.processor.linger = new.batch_linger
         self.transport.server = server_header(new.banner)  # the rim's own responses follow
         log.info("reloaded %s: %s", new.path, ", ".join(changed_keys(old, new)) or "nothing changed")
         self.metrics.reloads.labels("ok").inc()

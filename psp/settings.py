@@ -159,6 +159,7 @@ class Settings:
     t4: float
     timer_c: float
     fifo_size: int
+    batch_linger: float
     retry_after: int
     drain_time: float
     max_message_size: int

@@ -43,6 +43,7 @@ from typing import Any
 from psp.core import response_peer
 from psp.errors import ParseError
 from psp.events import Outgoing, Peer, Received, TransportFailed
+from psp.fifo import Fifo
 from psp.message import Message, Request, make_response, server_header
 from psp.metrics import Metrics
 from psp.parser import error_response, parse
@@ -82,11 +83,10 @@ def fix_via(message: Message, peer: Peer) -> None:
     wants_rport = "rport" in via.params and not via.params["rport"]
     if not wants_rport and same_address(via.host, peer.host):
         return
-    via = message.pop_via()
-    via.params["received"] = peer.host
+    params = {"received": peer.host}
     if wants_rport:
-        via.params["rport"] = str(peer.port)
-    message.push_via(via)
+        params["rport"] = str(peer.port)
+    message.update_top_via(params)
 
 
 # Bytes from the network must not forge log lines or drive a terminal: every control
@@ -113,14 +113,14 @@ class Transport:
     """The transport thread and its sockets.  ``bind()``, then ``start()``; ``send()`` from any thread."""
 
     def __init__(
-        self, settings: Settings, inbound: queue.Queue[Any], metrics: Metrics,
+        self, settings: Settings, inbound: Fifo[Any], metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._inbound = inbound
         self._metrics = metrics
         self._clock = clock
-        self.outbound: queue.Queue[tuple[float, Outgoing]] = queue.Queue(settings.fifo_size)
+        self.outbound: Fifo[tuple[float, Outgoing]] = Fifo(settings.fifo_size)
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         for sock in (self._wake_r, self._wake_w):

@@ -13,6 +13,7 @@ allows them (user, password, parameters, headers) and only to compare (19.1.4).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from urllib.parse import unquote
@@ -83,6 +84,11 @@ def check_uri(text: str) -> None:
         raise ParseError(f"malformed URI {text!r}")
 
 
+# The same URIs come back in message after message (a UA's AOR in From and To, its
+# Contact, the R-URI of a dialog, our own Record-Route), and validating one is most of
+# the cost of reading it: the validated parts are remembered (an immutable tuple, shared;
+# malformed URIs raise every time, so they are never remembered).
+@functools.lru_cache(maxsize=8192)
 def _sip_parts(text: str) -> tuple | None:
     """Validated (scheme, user, password, host, port, params, headers) of a sip/sips URI,
     None for another scheme."""

@@ -22,7 +22,7 @@ PURE = (
 )
 RIM = (
     "__init__", "__main__", "cli", "config", "logs", "metrics", "sdnotify", "server", "processor",
-    "transport", "transport_tcp", "resolver", "dnscache", "store_sqlite",
+    "transport", "transport_tcp", "resolver", "dnscache", "store_sqlite", "fifo",
 )
 FORBIDDEN = {
     "threading", "socket", "queue", "time", "selectors", "dns", "prometheus_client",

@@ -185,3 +185,26 @@ def test_reasons_and_built_messages() -> None:
         ("Call-ID", "c1"), ("CSeq", "1 REGISTER"), ("Contact", "*"), ("Expires", "0")])
     again = parse(request.to_bytes())
     assert again.contacts == "*" and again.expires == 0 and again.method == "REGISTER"
+
+
+def test_update_top_via_rewrites_only_its_own_line() -> None:
+    data = (b"BYE sip:b@h SIP/2.0\r\nv: SIP/2.0/UDP a.example;branch=z9hG4bK1;rport\r\n"
+            b"Via: SIP/2.0/UDP b.example;branch=z9hG4bK2\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\n"
+            b"Call-ID: c\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n")
+    request = parse(data)
+    request.update_top_via({"received": "192.0.2.1", "rport": "5062"})
+    out = request.to_bytes()
+    assert b"Via: SIP/2.0/UDP a.example;branch=z9hG4bK1;rport=5062;received=192.0.2.1\r\n" in out
+    assert out.replace(b"Via: SIP/2.0/UDP a.example;branch=z9hG4bK1;rport=5062;received=192.0.2.1",
+                       b"v: SIP/2.0/UDP a.example;branch=z9hG4bK1;rport") == data
+    assert request.top_via.received == "192.0.2.1" and request.top_via.rport == 5062
+
+
+def test_update_top_via_splits_a_shared_line() -> None:
+    data = (b"BYE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK1, SIP/2.0/UDP b.example;branch=z9hG4bK2\r\n"
+            b"From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n")
+    request = parse(data)
+    request.update_top_via({"received": "192.0.2.1"})
+    reparsed = parse(request.to_bytes())
+    assert [str(via) for via in reparsed.vias] == [
+        "SIP/2.0/UDP a.example;branch=z9hG4bK1;received=192.0.2.1", "SIP/2.0/UDP b.example;branch=z9hG4bK2"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import threading
 import urllib.request
 
 import pytest
@@ -73,3 +74,32 @@ def test_scrape_over_http_samples_fifos_and_core_stats_at_scrape_time() -> None:
     assert 'psp_transactions_active{kind="nict"} 1.0' in page
     assert "psp_retransmissions_total 9.0" in page
     assert 'psp_processing_seconds_count{kind="INVITE"} 1.0' in page
+
+
+def test_counts_from_several_threads_all_add_up() -> None:
+    metrics = Metrics()
+
+    def send() -> None:
+        for _ in range(5000):
+            metrics.count_sent("udp", INVITE_180)
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sample(metrics, "psp_messages_sent_total", transport="udp", method="INVITE", status_class="1xx") == 20000
+
+
+def test_latency_buckets_are_cumulative_and_inclusive() -> None:
+    metrics = Metrics()
+    series = metrics.processing_child("BYE")
+    for seconds in (0.001, 0.001, 0.003, 7.0):  # 0.001 is in le="0.001" (Prometheus buckets are <=)
+        series.observe(seconds)
+    assert sample(metrics, "psp_processing_seconds_bucket", kind="BYE", le="0.0005") == 0
+    assert sample(metrics, "psp_processing_seconds_bucket", kind="BYE", le="0.001") == 2
+    assert sample(metrics, "psp_processing_seconds_bucket", kind="BYE", le="0.005") == 3
+    assert sample(metrics, "psp_processing_seconds_bucket", kind="BYE", le="5.0") == 3
+    assert sample(metrics, "psp_processing_seconds_bucket", kind="BYE", le="+Inf") == 4
+    assert sample(metrics, "psp_processing_seconds_count", kind="BYE") == 4
+    assert sample(metrics, "psp_processing_seconds_sum", kind="BYE") == pytest.approx(7.005)

@@ -277,3 +277,41 @@ def test_a_commit_refused_at_exit_is_a_loss_logged_not_an_internal_error(harness
     assert h.sample("psp_internal_errors_total", thread="processor") == 0
     assert any("3 change(s) not written" in r.getMessage() and "lost at exit" in r.getMessage()
                for r in caplog.records if r.levelname == "ERROR")
+
+
+def test_a_busy_processor_lingers_for_a_batch_and_an_idle_one_does_not(harness) -> None:
+    now = [100.0]
+    slept: list[float] = []
+    h = harness(linger=0.5, clock=lambda: now[0], sleep=slept.append)
+    h.processor.start()
+    h.inbound.put(received("OPTIONS"))  # the first item: nothing was busy before it
+    h.sent.get(timeout=TIMEOUT)
+    assert slept == []
+    now[0] += 1.0  # within LINGER_WINDOW lingers of that turn: busy
+    h.inbound.put(received("INFO"))
+    h.sent.get(timeout=TIMEOUT)
+    assert slept == [0.5]
+    now[0] += 60.0  # a minute later: idle, the message goes at once
+    h.inbound.put(received("BYE"))
+    h.sent.get(timeout=TIMEOUT)
+    assert slept == [0.5]
+
+
+def test_no_linger_when_a_batch_is_already_queued_or_lingering_is_off(harness) -> None:
+    now = [100.0]
+    slept: list[float] = []
+    h = harness(linger=0.5, clock=lambda: now[0], sleep=slept.append)
+    h.processor.start()
+    h.inbound.put(received("OPTIONS"))
+    h.sent.get(timeout=TIMEOUT)
+    with h.inbound.mutex:  # queue.Queue: hold the consumer off while the batch is queued
+        for _ in range(processor_module.LINGER_MIN + 1):
+            h.inbound.queue.append(received("INFO"))
+        h.inbound.not_empty.notify()
+    for _ in range(processor_module.LINGER_MIN + 1):
+        h.sent.get(timeout=TIMEOUT)
+    assert slept == []
+    h.processor.linger = 0.0  # as a reload of batch_linger = 0 sets it
+    h.inbound.put(received("BYE"))
+    h.sent.get(timeout=TIMEOUT)
+    assert slept == []
