@@ -39,7 +39,7 @@ from psp.message import Request, Response, server_header
 from psp.plugins.base import Decision, Mode, RequestContext, Services, State
 from psp.plugins.chain import Chain
 from psp.rfc3263 import Blocklist
-from psp.routing import Local, Locator, next_hop, preprocess
+from psp.routing import Local, Locator, next_hop, preprocess, preprocess_edits
 from psp.timers import TimerHandle
 from psp.transaction import Transaction
 from psp.uri import URI
@@ -87,7 +87,10 @@ class Proxy(TU):
     def on_request(self, server_tx: Transaction, request: Request, now: float) -> None:
         if request.method == "INVITE":
             self.core.respond(server_tx, self.local_response(request, 100), now)
-        copy = request.copy()
+        # 16.4 edits the request the chain sees; the server transaction keeps the original
+        # (its responses copy its Via, From, To, Call-ID and CSeq, RFC 2543 matching its
+        # R-URI), so it gets a copy first, when there is anything to edit.
+        copy = request.copy() if preprocess_edits(request) else request
         routed = preprocess(copy, self.local)
         if self._for_us(copy):
             self._answer(server_tx, None, self.local_response(request, 200, headers=[("Allow", ALLOW)]),
@@ -151,7 +154,7 @@ class Proxy(TU):
         It is never answered (RFC 3261 17): Max-Forwards 0, a local decision (the chain
         turns it into STOP) or no SIP next hop drop it.
         """
-        ack = request.copy()
+        ack = request  # no transaction keeps an ACK for a 2xx: 16.4 may edit it in place
         routed = preprocess(ack, self.local)
         try:
             _, decision = self._decide(ack, routed, peer, now)

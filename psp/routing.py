@@ -123,6 +123,16 @@ class Local:
         return isinstance(uri, URI) and uri.params.get(TAG_PARAM) == self.tag and self.is_us(uri)
 
 
+def preprocess_edits(request: Request) -> bool:
+    """Whether :func:`preprocess` may change ``request``: it has a Route or a maddr.
+
+    Most requests have neither (a REGISTER, an initial INVITE): the proxy then needs no
+    copy of the request its server transaction keeps.
+    """
+    uri = request.uri
+    return bool(request.routes) or (isinstance(uri, URI) and uri.maddr is not None)
+
+
 def preprocess(request: Request, local: Local) -> bool:
     """RFC 3261 16.4 on ``request``, in place; True when the request is routed.
 
