@@ -21,6 +21,12 @@ request) carries our ``Server`` header, as the proxy's own responses do; ``serve
 its value, replaced by a reload (one attribute write, read by this thread).
 At log level debug (7-8) every message received and sent is traced, one event each.
 
+Under load the thread lingers as the processor does (``batch_linger``): when its last
+wake-up was less than ``LINGER_WINDOW`` lingers ago, it sleeps ``linger`` seconds before
+the next ``select()``, so that datagrams gather in the socket's buffer and one wake-up
+reads several.  Each wake-up costs far more than its ``select()``: the GIL changes hands
+around every system call, and the caches are cold (docs/performance.md).
+
 Sending: UDP ``sendto`` is thread safe and never blocks on a non-blocking socket, so the
 processor calls :meth:`Transport.send` and sends directly.  TCP may have to connect or wait
 for a slow peer, so TCP sends go on the outbound FIFO and wake this thread.
@@ -31,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import math
 import queue
 import selectors
 import socket
@@ -47,6 +54,7 @@ from psp.fifo import Fifo
 from psp.message import Message, Request, make_response, server_header
 from psp.metrics import Metrics
 from psp.parser import error_response, parse
+from psp.processor import LINGER_WINDOW
 from psp.settings import Settings
 from psp.transport_tcp import TcpLimits, TcpTransport
 
@@ -139,6 +147,8 @@ class Transport:
         self._stopping = False
         self.draining = False
         self.server = server_header(settings.banner)  # the Server value of our own responses
+        self.linger = settings.batch_linger  # replaced by a reload (one attribute write)
+        self._woke_at = -math.inf  # when select() last returned events
         self.addresses: list[tuple[str, str, int]] = []
         self.thread = threading.Thread(target=self._run, name="tlp", daemon=True)
         metrics.watch_fifo("outbound", self.outbound.qsize, settings.fifo_size)
@@ -263,10 +273,15 @@ class Transport:
                 self._metrics.errors["transport"].inc()
 
     def _step(self) -> None:
+        linger = self.linger
+        if linger and self._clock() - self._woke_at < LINGER_WINDOW * linger:
+            time.sleep(linger)  # busy: let a batch gather (the module docstring)
         deadline = self._tcp.next_deadline()
         timeout = None if deadline is None else max(0.0, deadline - self._clock())
         events = self._selector.select(timeout)
         now = self._clock()
+        if events:
+            self._woke_at = now
         for key, mask in events:
             key.data(now, mask)
         if deadline is not None and now >= deadline:
