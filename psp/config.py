@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -126,6 +127,18 @@ def _check_choice(value: Any, *options: str) -> str:
     return text
 
 
+def _check_cpu(value: Any) -> str:
+    """cpu_affinity: auto, off, or the number of a CPU this process may run on."""
+    text = _single(value).lower()
+    if text in ("auto", "off"):
+        return text
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not text.isdigit() or int(text) not in allowed:
+        choices = ", ".join(map(str, allowed)) or "none: this system cannot pin threads"
+        raise ValidateError(f"must be auto, off or a CPU this process may run on ({choices}), got {text!r}")
+    return str(int(text))
+
+
 def _check_choices(value: Any, *options: str) -> tuple[str, ...]:
     """A non-empty list of options, matched case-insensitively, kept in the options' spelling."""
     spelling = {option.lower(): option for option in options}
@@ -219,7 +232,7 @@ def _check_rules(value: Any) -> tuple[FilterRule, ...]:
 
 _VALIDATOR = Validator({
     "int_range": _check_int, "float_range": _check_float, "on_off": _check_bool,
-    "choice": _check_choice, "choices": _check_choices, "text": _check_text,
+    "choice": _check_choice, "choices": _check_choices, "cpu": _check_cpu, "text": _check_text,
     "word_list": _check_word_list, "ip_list": _check_ip_list, "plugin_list": _check_plugins,
     "uri": _check_uri, "uri_list": _check_uri_list, "ha1": _check_ha1,
     "forwards": _check_forwards, "rejects": _check_rejects, "rules": _check_rules,
@@ -252,6 +265,7 @@ t4 = float_range(0.001, default=5.0)
 timer_c = float_range(1, default=185.0)
 fifo_size = int_range(1, default=10000)
 batch_linger = float_range(0, default=0.001)
+cpu_affinity = cpu(default=auto)
 retry_after = int_range(0, default=5)
 drain_time = float_range(0, default=5.0)
 max_message_size = int_range(1024, default=65535)

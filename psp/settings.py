@@ -160,6 +160,7 @@ class Settings:
     timer_c: float
     fifo_size: int
     batch_linger: float
+    cpu_affinity: str                # auto | off | a CPU number
     retry_after: int
     drain_time: float
     max_message_size: int

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -252,3 +253,12 @@ def test_load_names_the_file_in_problems(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load(str(path))
     assert str(caught.value).startswith(f"{path}:2: loglevel: ")
+
+
+def test_cpu_affinity_is_auto_off_or_an_allowed_cpu() -> None:
+    assert load_text("plugins = syntax\n").cpu_affinity == "auto"
+    assert load_text("plugins = syntax\ncpu_affinity = OFF\n").cpu_affinity == "off"
+    allowed = min(os.sched_getaffinity(0))
+    assert load_text(f"plugins = syntax\ncpu_affinity = {allowed}\n").cpu_affinity == str(allowed)
+    problem = only_problem("plugins = syntax\ncpu_affinity = 4096\n")
+    assert "cpu_affinity" in problem and "4096" in problem and "a CPU this process may run on" in problem

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import itertools
+import os
 import secrets
 import signal
 import socket
@@ -353,3 +354,21 @@ def test_the_shipped_config_starts_serves_and_stops_on_sigterm_with_exit_zero(tm
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def thread_cpus(pid: int) -> set[frozenset[int]]:
+    """The CPU sets the threads of process ``pid`` may run on (one entry when all agree)."""
+    return {frozenset(os.sched_getaffinity(int(task.name))) for task in Path(f"/proc/{pid}/task").iterdir()}
+
+
+def test_every_thread_of_the_server_runs_on_the_one_cpu_cpu_affinity_names(partysip) -> None:
+    cpu = max(os.sched_getaffinity(0))
+    server = partysip(cpu_affinity="auto")
+    assert thread_cpus(server.proc.pid) == {frozenset({cpu})}
+    assert f"threads pinned to CPU {cpu} (cpu_affinity = auto)" in server.log()
+
+
+def test_cpu_affinity_off_leaves_the_threads_to_the_scheduler(partysip) -> None:
+    server = partysip(cpu_affinity="off")
+    assert thread_cpus(server.proc.pid) == {frozenset(os.sched_getaffinity(0))}
+    assert "threads pinned" not in server.log()
