@@ -10,13 +10,14 @@ first the ``before_send`` hook (the SQLite location store commits there, so no 2
 leaves before its registration is on disk), then the messages to the transport and the
 resolver jobs to the resolver.  Batching amortises that hook and the metrics.
 
-Under load the thread lingers: woken by an item less than ``LINGER_WINDOW`` lingers after
-its previous turn began, with fewer than ``LINGER_MIN`` items queued, it sleeps ``linger``
-seconds (``batch_linger``) first, so that the turn takes a batch.  A message handled in a
-batch costs much less CPU than one handled alone after a sleep (the caches are warm; one
-wake-up, one commit): at 2,000 REGISTERs/s, about a quarter less (bench/flow.py
---handoff), for about ``linger`` more latency.  An idle server never lingers, and a busy
-one finds its batch already queued.
+With ``batch_linger`` set, a busy thread lingers: woken by an item less than
+``LINGER_WINDOW`` lingers after its previous turn began, with fewer than ``LINGER_MIN``
+items queued, it sleeps ``linger`` seconds first, so that the turn takes a batch.  A
+message handled in a batch costs less CPU than one handled alone after a sleep (warm
+caches; one wake-up, one commit): with the threads free to run on two CPUs, at 2,000
+REGISTERs/s, about a quarter less (bench/flow.py --handoff), for about ``linger`` more
+latency.  With every thread on one CPU (``cpu_affinity``) it gains little, hence off by
+default.  An idle server never lingers, and a busy one finds its batch already queued.
 
 A commit the disk refuses (``StoreError``) does not hold the answers back: the journal
 keeps the changes queued, the failure is counted (``psp_store_commit_failures_total``) and
