@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from psp.message import Request
 from psp.timers import IdEnum, Timer, TimerSettings
@@ -121,10 +121,12 @@ def status_label(status: int) -> str:
 
 
 # --- effects: what a handler asks the core to do --------------------------------------
+# The four made for every message are named tuples (built in C: a frozen dataclass sets
+# each field through object.__setattr__); the three field-less ones are made once, as
+# dataclasses, so that no two of them compare equal the way empty tuples would.
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(NamedTuple):
     """Pass ``data`` to the transport for the transaction's peer; ``label`` is a method or status class."""
 
     data: bytes
@@ -132,23 +134,20 @@ class Send:
     retransmission: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class StartTimer:
+class StartTimer(NamedTuple):
     """(Re)start ``timer`` to fire ``delay`` seconds from now."""
 
     timer: Timer
     delay: float
 
 
-@dataclass(frozen=True, slots=True)
-class StopTimer:
+class StopTimer(NamedTuple):
     """Stop ``timer`` if it runs."""
 
     timer: Timer
 
 
-@dataclass(frozen=True, slots=True)
-class PassToTU:
+class PassToTU(NamedTuple):
     """Hand ``message`` to the transaction user (a new request, a response, an ACK for a 2xx)."""
 
     message: Message
