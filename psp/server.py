@@ -471,7 +471,12 @@ def pin_threads(choice: str) -> int | None:
         return None
     allowed = os.sched_getaffinity(0)
     cpu = max(allowed) if choice == "auto" else int(choice)
-    os.sched_setaffinity(0, {cpu})
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as error:  # a seccomp filter (SystemCallFilter=) or a container's policy
+        log.warning("cpu_affinity = %s: cannot pin the threads to CPU %d (%s); they run where "
+                    "the scheduler puts them", choice, cpu, error.strerror or error)
+        return None
     return cpu
 
 

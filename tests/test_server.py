@@ -23,7 +23,7 @@ from psp.headers import parse_challenge
 from psp.parser import parse
 from psp.message import make_response
 from psp.sdnotify import Notifier
-from psp.server import EX_SOFTWARE, Server, Wiring
+from psp.server import EX_SOFTWARE, Server, Wiring, pin_threads
 from psp.transaction import derived_request
 from tests.conftest import LOOPBACK, ROOT, NotifyListener, Sampler, config_text, free_port
 
@@ -372,3 +372,13 @@ def test_cpu_affinity_off_leaves_the_threads_to_the_scheduler(partysip) -> None:
     server = partysip(cpu_affinity="off")
     assert thread_cpus(server.proc.pid) == {frozenset(os.sched_getaffinity(0))}
     assert "threads pinned" not in server.log()
+
+
+def test_a_refused_pin_is_a_warning_and_the_threads_run_anywhere(monkeypatch, caplog) -> None:
+    def refuse(pid: int, cpus: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setaffinity", refuse)
+    with caplog.at_level("WARNING", logger="psp.server"):
+        assert pin_threads("auto") is None
+    assert "cannot pin the threads" in caplog.text and "Operation not permitted" in caplog.text

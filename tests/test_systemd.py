@@ -212,3 +212,10 @@ def test_a_wedged_processor_stops_feeding_the_watchdog() -> None:
         processor.join(TIMEOUT)
         notifier.close()
         listener.close()
+
+
+def test_the_filter_lets_the_server_pin_its_threads() -> None:
+    # @resources (denied) holds sched_setaffinity; cpu_affinity = auto needs it back.
+    filters = SERVICE["SystemCallFilter"]
+    assert "~@privileged @resources" in filters
+    assert filters.index("sched_setaffinity") > filters.index("~@privileged @resources")
