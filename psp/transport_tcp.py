@@ -134,6 +134,9 @@ class TcpTransport:
     # ------------------------------------------------------------ the table
 
     def _add(self, sock: socket.socket, addr: tuple[str, int], now: float, connecting: bool) -> Connection:
+        # Each message is written whole: Nagle's algorithm would hold a small one back until
+        # the peer acknowledges the last, and a delayed ACK makes that up to 40 ms.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         size = min(self._limits.max_message_size, self._limits.max_buffer)
         events = selectors.EVENT_WRITE if connecting else selectors.EVENT_READ
         conn = Connection(self._next_id, sock, addr, StreamFramer(size), now, connecting, events=events)

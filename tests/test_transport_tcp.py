@@ -132,3 +132,19 @@ def _readable(sock: socket.socket) -> bytes | None:
         return sock.recv(65535) or None
     except BlockingIOError:
         return None
+
+
+def test_accepted_and_opened_connections_send_without_nagle_delay(loop) -> None:
+    with socket.create_server((LOOPBACK, 0)) as ua_listener:
+        loop.watch(ua_listener)
+        ua_port = ua_listener.getsockname()[1]
+        with socket.create_connection((LOOPBACK, loop.port), timeout=TIMEOUT) as client:
+            client.sendall(request(f"{LOOPBACK}:{ua_port}"))
+            (_, source), = loop.until(lambda: loop.delivered)
+            accepted = loop.tcp.find(source)
+            assert accepted.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        opened_for = Peer("tcp", LOOPBACK, ua_port)
+        loop.tcp.send(response_to(f"SIP/2.0/TCP {LOOPBACK}:{ua_port};branch=z9hG4bK-tcp1"), opened_for,
+                      time.monotonic())
+        opened = loop.tcp.find(opened_for)
+        assert opened.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
