@@ -54,7 +54,7 @@ FIFOS = ("inbound", "outbound", "dns")
 # alerts see them before the first event (docs/operations.md describes each).
 SHED_KINDS = ("request", "in_dialog", "ack", "cancel", "response", "outbound", "dns", "draining")
 DROP_REASONS = ("oversize", "tcp_connection_cap", "tcp_buffer_full", "tcp_read_timeout",
-                "failure_fifo_full", "resolved_fifo_full")
+                "failure_fifo_full", "resolved_fifo_full", "queued_retransmission")
 THREADS = ("transport", "processor", "resolver")
 
 # From 100 us (an idle processor) to 5 s (a stuck one): SIP's T1 is 0.5 s, so anything

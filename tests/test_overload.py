@@ -70,6 +70,21 @@ def test_shedding_stops_as_soon_as_the_fifo_has_room_again(start, udp) -> None:
     assert list(run.inbound.queue)[-1].message.top_via.branch == "z9hG4bK-2"
 
 
+def test_a_retransmission_of_a_queued_request_is_dropped_not_refused(start, udp) -> None:
+    run = start("fifo_size = 10\n")
+    fill(run, 8)
+    udp.sendto(request("INVITE", branch="z9hG4bK-queued"), (LOOPBACK, run.port))  # 9 of 10: queued
+    deadline = time.monotonic() + TIMEOUT
+    while run.inbound.qsize() < 9 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    udp.sendto(request("INVITE", branch="z9hG4bK-queued"), (LOOPBACK, run.port))  # its retransmission
+    udp.sendto(request("INVITE", branch="z9hG4bK-other"), (LOOPBACK, run.port))
+    refused = answer(udp)  # the first answer is the other INVITE's: the copy got none
+    assert (refused.status, refused.top_via.branch) == (503, "z9hG4bK-other")
+    assert run.sample("psp_dropped_total", reason="queued_retransmission") == 1
+    assert run.inbound.qsize() == 9
+
+
 def test_overload_is_logged_once_per_interval_with_the_count(start, udp, caplog) -> None:
     run = start("fifo_size = 1\n")
     fill(run, 1)
