@@ -14,18 +14,19 @@ starts a dialog) is answered 503 with Retry-After by the transport itself once t
 is 90% full; the last tenth is kept for what finishes work already accepted: in-dialog
 requests (BYE), ACK, CANCEL, responses and DNS answers.  Only a full FIFO refuses
 in-dialog requests (503), and ACK, CANCEL and responses are then dropped: they never get a
-503.  Nor does the retransmission of a request this thread queued recently (its top Via's
-branch and sent-by, among the last ``fifo_size`` it queued): the request itself waits in
-the FIFO or has its transaction, and a 503 to the copy would end the client's transaction
-(RFC 3261 17.1) with the answer to the original on its way; the copy is dropped and
-counted (``psp_dropped_total{reason="queued_retransmission"}``).  Every refusal is counted; the log gets one line per ``SHED_LOG_INTERVAL`` at most.
+503.  Nor does the retransmission of a request this thread queued recently (its server
+transaction key, RFC 3261 17.2.3, among the last ``fifo_size`` it queued): the request
+itself waits in the FIFO or has its transaction, and a 503 to the copy would end the
+client's transaction (RFC 3261 17.1) with the answer to the original on its way; the copy
+is dropped and counted (``psp_dropped_total{reason="queued_retransmission"}``).  Every
+refusal is counted; the log gets one line per ``SHED_LOG_INTERVAL`` at most.
 A datagram over ``max_message_size`` is answered 513 when it can be (RFC 3261 21.5.14).
 Every response made here (503, 513, and the stateless 400/505/501 of an unparsable
 request) carries our ``Server`` header, as the proxy's own responses do; ``server`` holds
 its value, replaced by a reload (one attribute write, read by this thread).
 At log level debug (7-8) every message received and sent is traced, one event each.
 
-Under load the thread lingers as the processor does (``batch_linger``): when its last
+With ``batch_linger`` set, the busy thread lingers as the processor does: when its last
 wake-up was less than ``LINGER_WINDOW`` lingers ago, it sleeps ``linger`` seconds before
 the next ``select()``, so that datagrams gather in the socket's buffer and one wake-up
 reads several.  Each wake-up costs far more than its ``select()``: the GIL changes hands
@@ -55,6 +56,7 @@ from psp.core import response_peer
 from psp.errors import ParseError
 from psp.events import Outgoing, Peer, Received, TransportFailed
 from psp.fifo import Fifo
+from psp.matching import Key, server_key
 from psp.message import Message, Request, make_response, server_header
 from psp.metrics import Metrics
 from psp.parser import error_response, parse
@@ -114,15 +116,6 @@ def trace(direction: str, peer: Peer, data: bytes) -> None:
                   len(data), text)
 
 
-def _transaction_id(request: Request) -> str | None:
-    """The top Via's RFC 3261 branch and sent-by (17.2.3), or None without a magic cookie."""
-    via = request.top_via
-    branch = via.branch if via is not None else None
-    if not branch or not branch.startswith("z9hG4bK"):
-        return None
-    return f"{branch} {via.host}:{via.port}"
-
-
 def stateless_tag(request: Request) -> str:
     """A To tag that is the same for every retransmission of ``request`` (RFC 3261 8.2.6.2)."""
     via = request.top_via
@@ -153,10 +146,9 @@ class Transport:
         )
         # New work stops at 90% (see the module docstring); a FIFO of 1..9 keeps no reserve.
         self._new_work_limit = settings.fifo_size - settings.fifo_size // 10
-        # Transaction ids of the new requests queued last, oldest first (a dict as an
-        # ordered set): a retransmission of one of them is dropped, never refused.
-        self._queued: dict[str, None] = {}
-        self._queued_limit = settings.fifo_size
+        # Server transaction keys of the new requests queued last, oldest first (a dict as
+        # an ordered set): a retransmission of one of them is dropped, never refused.
+        self._queued: dict[Key, None] = {}
         self._shed_since_log = 0
         self._shed_logged: float | None = None
         self._tcp = TcpTransport(self._selector, limits, metrics, self._deliver, self._failed)
@@ -349,33 +341,33 @@ class Transport:
             return
         self._metrics.count_received(peer.transport, message)
         request = message if isinstance(message, Request) else None
-        queued_id = None
+        queued_key = None
         if request is not None:
             fix_via(request, peer)
             if self._is_new_work(request):
-                queued_id = _transaction_id(request)
+                queued_key = server_key(request)
                 if self._refuses_new_work():
-                    self._refuse(request, peer, queued_id)
+                    self._refuse(request, peer, queued_key)
                     return
         try:
             self._inbound.put_nowait(Received(message, peer, now))
         except queue.Full:
             self._shed(request, peer)
             return
-        if queued_id is not None:
-            self._remember(queued_id)
+        if queued_key is not None:
+            self._remember(queued_key)
 
-    def _refuse(self, request: Request, peer: Peer, queued_id: str | None) -> None:
+    def _refuse(self, request: Request, peer: Peer, key: Key) -> None:
         """New work while overloaded or draining: 503, unless it retransmits a queued request."""
-        if queued_id is not None and queued_id in self._queued:
+        if key in self._queued:
             self._metrics.dropped.labels("queued_retransmission").inc()
             return
         self._answer_503(request, peer, "draining" if self.draining else "request")
 
-    def _remember(self, queued_id: str) -> None:
+    def _remember(self, key: Key) -> None:
         queued = self._queued
-        queued[queued_id] = None
-        if len(queued) > self._queued_limit:
+        queued[key] = None
+        if len(queued) > self._settings.fifo_size:
             del queued[next(iter(queued))]
 
     @staticmethod
